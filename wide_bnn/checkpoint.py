@@ -1,0 +1,197 @@
+"""Atomic on-disk checkpoints of a sampling run (used by :func:`wide_bnn.sample`).
+
+Layout of a checkpoint directory:
+
+``state.npz``
+    the run's fingerprint, the number of saved draws it covers, the chain states and
+    the tuned kernel parameters (written after warm-up and after every chunk);
+``draws_<start>.npz``
+    the recorded draws and statistics of the chunk starting at draw ``start``.
+
+Every file is written to a temporary file in the same directory and moved into place
+with :func:`os.replace`, so a crash or Ctrl-C leaves either the old or the new file,
+never a torn one. A chunk file is written before the state that counts it, so the
+state never refers to missing draws. PRNG keys (none are stored today, but states
+may hold them) go through :func:`jax.random.key_data` / ``wrap_key_data``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+__all__ = ["Checkpoint", "read", "write_chunk", "write_state"]
+
+STATE_FILE = "state.npz"
+_FORMAT = "wide_bnn-checkpoint-1"
+
+
+class Checkpoint(NamedTuple):
+    """What a checkpoint restores.
+
+    Attributes
+    ----------
+    num_draws : int
+        Saved draws per chain covered by the checkpoint.
+    states : pytree
+        Chain states after those draws (or after warm-up when ``num_draws == 0``).
+    params : pytree
+        Tuned kernel parameters.
+    draws, stats : dict of str to numpy.ndarray
+        ``(chain, num_draws, ...)`` recorded arrays and sampler statistics.
+    """
+
+    num_draws: int
+    states: Any
+    params: Any
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+
+
+def chunk_file(start: int) -> str:
+    """File name of the chunk starting at draw ``start``."""
+    return f"draws_{start:09d}.npz"
+
+
+def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+    directory = os.path.dirname(path) or "."
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Including KeyboardInterrupt: never leave temporaries behind.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _tree_arrays(prefix: str, tree: Any) -> dict[str, np.ndarray]:
+    arrays = {}
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            arrays[f"{prefix}/{i}/key"] = np.asarray(jax.random.key_data(leaf))
+        else:
+            arrays[f"{prefix}/{i}"] = np.asarray(leaf)
+    return arrays
+
+
+def _tree_from(prefix: str, stored, template: Any) -> Any:
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    restored = []
+    for i, leaf in enumerate(leaves):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = stored[f"{prefix}/{i}/key"]
+            value = jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        else:
+            value = np.asarray(stored[f"{prefix}/{i}"])
+            if value.dtype != leaf.dtype:
+                raise ValueError(f"{prefix} leaf {i} has dtype {value.dtype}, not {leaf.dtype}")
+        if value.shape != leaf.shape:
+            raise ValueError(f"{prefix} leaf {i} has shape {value.shape}, not {leaf.shape}")
+        restored.append(value)
+    if len([k for k in stored if k.startswith(prefix + "/")]) != len(leaves):
+        raise ValueError(f"{prefix} has the wrong number of leaves")
+    return jax.tree_util.tree_unflatten(treedef, restored)
+
+
+def write_state(directory: str, fingerprint: str, num_draws: int, states: Any, params: Any) -> None:
+    """Atomically write the chain states and tuned parameters after ``num_draws`` draws."""
+    arrays = {
+        "format": np.asarray(_FORMAT),
+        "fingerprint": np.asarray(fingerprint),
+        "num_draws": np.asarray(num_draws, np.int64),
+    }
+    arrays.update(_tree_arrays("states", states))
+    arrays.update(_tree_arrays("params", params))
+    _write_atomic(os.path.join(directory, STATE_FILE), arrays)
+
+
+def write_chunk(
+    directory: str, start: int, draws: dict[str, np.ndarray], stats: dict[str, np.ndarray]
+) -> None:
+    """Atomically write one chunk of ``(chain, draw, ...)`` draws and statistics."""
+    arrays = {f"draws/{k}": np.asarray(v) for k, v in draws.items()}
+    arrays.update({f"stats/{k}": np.asarray(v) for k, v in stats.items()})
+    _write_atomic(os.path.join(directory, chunk_file(start)), arrays)
+
+
+def read(
+    directory: str,
+    fingerprint: str,
+    states_template: Any,
+    params_template: Any,
+    draw_names: tuple[str, ...],
+    stat_names: tuple[str, ...],
+) -> Checkpoint | None:
+    """Read the checkpoint in ``directory``; ``None`` when there is none yet.
+
+    Raises
+    ------
+    ValueError
+        Naming ``checkpoint_dir`` when the checkpoint belongs to a different run
+        (fingerprint mismatch) or cannot be read (corrupt or incomplete files).
+    """
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            stored = dict(stored)
+        if str(stored["format"]) != _FORMAT:
+            raise ValueError(f"unknown format {stored['format']!s}")
+        found = str(stored["fingerprint"])
+    except Exception as exc:
+        raise ValueError(
+            f"checkpoint_dir={directory!r} holds a corrupt or unreadable checkpoint "
+            f"({STATE_FILE}: {exc}); delete it or choose another checkpoint_dir"
+        ) from exc
+    if found != fingerprint:
+        raise ValueError(
+            f"checkpoint_dir={directory!r} holds a checkpoint of a different run (other "
+            "arguments, data, network or library version); delete it or choose another "
+            "checkpoint_dir"
+        )
+    try:
+        num_draws = int(stored["num_draws"])
+        states = _tree_from("states", stored, states_template)
+        params = _tree_from("params", stored, params_template)
+        draws, stats = _read_draws(directory, num_draws, draw_names, stat_names)
+    except Exception as exc:
+        raise ValueError(
+            f"checkpoint_dir={directory!r} holds a corrupt or incomplete checkpoint "
+            f"({exc}); delete it or choose another checkpoint_dir"
+        ) from exc
+    return Checkpoint(num_draws, states, params, draws, stats)
+
+
+def _read_draws(directory, num_draws, draw_names, stat_names):
+    pieces_draws: dict[str, list] = {name: [] for name in draw_names}
+    pieces_stats: dict[str, list] = {name: [] for name in stat_names}
+    position = 0
+    while position < num_draws:
+        path = os.path.join(directory, chunk_file(position))
+        with np.load(path, allow_pickle=False) as stored:
+            stored = dict(stored)
+        expected = {f"draws/{n}" for n in draw_names} | {f"stats/{n}" for n in stat_names}
+        if set(stored) != expected:
+            raise ValueError(f"{chunk_file(position)} holds {sorted(stored)}")
+        lengths = {value.shape[1] for value in stored.values()}
+        if len(lengths) != 1 or next(iter(lengths)) < 1:
+            raise ValueError(f"{chunk_file(position)} has inconsistent draw counts {lengths}")
+        length = min(next(iter(lengths)), num_draws - position)
+        for name in draw_names:
+            pieces_draws[name].append(stored[f"draws/{name}"][:, :length])
+        for name in stat_names:
+            pieces_stats[name].append(stored[f"stats/{name}"][:, :length])
+        position += length
+    draws = {n: np.concatenate(v, axis=1) for n, v in pieces_draws.items() if v}
+    stats = {n: np.concatenate(v, axis=1) for n, v in pieces_stats.items() if v}
+    return draws, stats

@@ -1,0 +1,735 @@
+"""The Markov kernels :func:`wide_bnn.sample` offers, with their warm-up tuning: one table.
+
+Every entry of :data:`SAMPLERS` builds a :class:`Kernel`: a NamedTuple of pure,
+single-chain functions on a **flat** position ``(dim,)`` (the engine vmaps them over
+chains and scans them over steps). All kernels are exact: each transition leaves the
+target invariant (Metropolis-Hastings, slice or elliptical-slice corrected), and a
+proposal whose log-density is NaN or infinite is rejected, never entered.
+
+=============  ==============================================================  ==========
+name           transition                                                      tuned in
+                                                                               warm-up
+=============  ==============================================================  ==========
+``nuts``       BlackJAX NUTS (multinomial, max tree depth 10)                  step size,
+                                                                               diag. mass
+``hmc``        BlackJAX HMC, ``num_integration_steps`` leapfrog steps with a   step size,
+               +-``step_size_jitter`` uniform jitter of the step size          diag. mass
+``mala``       Metropolis-adjusted Langevin; implemented as one-leapfrog HMC   step size,
+               (identical to preconditioned MALA with step ``eps^2 / 2``)      diag. mass
+``langevin``   Underdamped Langevin / generalised HMC (``blackjax.ghmc``):     step size,
+               one leapfrog step, partial momentum refresh ``alpha``,          diag. mass
+               momentum flip on rejection
+``pcn``        preconditioned Crank-Nicolson: ``blackjax.rmh`` on the          scale ``s``
+               likelihood part with ``x' = sqrt(1 - s^2) x + s xi``
+``pcnl``       pCN-Langevin (Cotter et al. 2013) with the full potential       scale ``s``
+               ``Phi = -log target - 0.5 ||x||^2``, own MH kernel
+``elliptical`` ``blackjax.elliptical_slice`` with the N(0, I) prior            nothing
+=============  ==============================================================  ==========
+
+``pcn``, ``pcnl`` and ``elliptical`` exploit that every coordinate has a N(0, 1) prior
+in both parameterisations of :mod:`wide_bnn` (and the repriorised posterior tends to
+exactly that prior as the width grows): they only "see" the likelihood-like factor
+``exp(-Phi)``.
+
+Tuning rules (all per chain, during warm-up only; the kernel is fixed afterwards)
+
+* Step size (and pCN scale ``s``): Nesterov dual averaging (Hoffman & Gelman 2014)
+  towards ``target_acceptance_rate``; the final value is the dual-averaging average.
+  ``s = min(1, exp(x))``: the pCN scale is capped at 1 (independent prior proposals).
+* Diagonal inverse mass matrix: Stan's windowed Welford variance estimates
+  (``blackjax.adaptation.window_adaptation.build_schedule``), needing
+  ``num_warmup >= 20``; shorter warm-ups adapt the step size only.
+* ``langevin`` refresh: ``alpha = 1 - exp(-2 * friction * step_size)`` (the friction
+  ``gamma`` of underdamped Langevin dynamics in time units of the mass-whitened
+  target, as in MEADS, Hoffman & Sountsov 2022), so the momentum persists for about
+  ``1 / (2 friction)`` time units whatever the step size. The reference configuration
+  of the method's authors is ``LANGEVIN_REFERENCE`` (step 0.1, refresh 0.01, identity
+  mass, nothing adapted).
+
+Per-step statistics use ArviZ names (``acceptance_rate``, ``diverging``, ``energy``,
+``n_steps``, ``step_size``, ``tree_depth``) plus ``num_grad_evals``: evaluations of
+the log-density gradient, or of the log-density for the gradient-free ``pcn`` (one
+per step) and ``elliptical`` (one per slice shrinkage iteration).
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.adaptation.window_adaptation import build_schedule
+from blackjax.mcmc import elliptical_slice, ghmc, hmc, nuts, random_walk
+
+__all__ = [
+    "DEFAULT_SAMPLER",
+    "LANGEVIN_REFERENCE",
+    "SAMPLERS",
+    "Kernel",
+    "SamplerInfo",
+    "build_kernel",
+    "resolve_options",
+]
+
+#: The library default. Provisional choice (to be revisited with the P1 benchmark):
+#: NUTS is the tuning-free choice that is robust in both parameterisations and at
+#: every width; for very wide repriorised networks ``"pcn"`` or ``"elliptical"`` are
+#: usually faster per second (see BENCHMARKS.md).
+DEFAULT_SAMPLER = "nuts"
+
+#: Options reproducing the reference experiments of Hron et al. (2022) with
+#: ``sampler="langevin"``: step 0.1, momentum refresh 0.01, identity mass matrix.
+LANGEVIN_REFERENCE = types.MappingProxyType(
+    {"step_size": 0.1, "alpha": 0.01, "adapt_mass_matrix": False}
+)
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class Kernel(NamedTuple):
+    """A single-chain Markov kernel on a flat position, plus its warm-up tuning.
+
+    Attributes
+    ----------
+    init : callable
+        ``init(key, position) -> state`` for a position of shape ``(dim,)``.
+    step : callable
+        ``step(key, state, params) -> (state, stats)``; ``stats`` is a dict of scalars
+        with a fixed set of keys (see :attr:`stat_names`).
+    position : callable
+        ``position(state) -> (dim,)``.
+    logdensity : callable
+        ``logdensity(state) -> ()`` the full log target at the state's position.
+    adapt_init : callable
+        ``adapt_init() -> adapt_state``.
+    adapt_update : callable
+        ``adapt_update(adapt_state, stage, position, acceptance_rate) -> adapt_state``
+        with ``stage = (window, is_window_end)`` from :attr:`schedule`.
+    adapt_params : callable
+        ``adapt_params(adapt_state) -> params`` in force during warm-up.
+    adapt_final : callable
+        ``adapt_final(adapt_state) -> params`` for sampling.
+    schedule : callable
+        ``schedule(num_warmup) -> numpy int array (num_warmup, 2)``.
+    stat_names : tuple of str
+        Keys of the ``stats`` dict returned by ``step``.
+    """
+
+    init: Callable
+    step: Callable
+    position: Callable
+    logdensity: Callable
+    adapt_init: Callable
+    adapt_update: Callable
+    adapt_params: Callable
+    adapt_final: Callable
+    schedule: Callable
+    stat_names: tuple[str, ...]
+
+
+class SamplerInfo(NamedTuple):
+    """One row of :data:`SAMPLERS`.
+
+    Attributes
+    ----------
+    name : str
+    description : str
+    defaults : Mapping
+        Every accepted option with its default (``None``: chosen by warm-up).
+    uses_gradient : bool
+        Whether the kernel needs the gradient of the log-density.
+    build : callable
+        ``build(logdensity_fn, loglik_fn, dim, dtype, options) -> Kernel``.
+    """
+
+    name: str
+    description: str
+    defaults: Mapping[str, Any]
+    uses_gradient: bool
+    build: Callable
+
+
+# -- option checks ---------------------------------------------------------------------
+
+
+def resolve_options(sampler: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``options`` for ``sampler`` and fill in the defaults.
+
+    Raises
+    ------
+    ValueError
+        For an unknown sampler, an unknown option (the valid ones are listed) or an
+        option value out of range.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}, got {sampler!r}")
+    info = SAMPLERS[sampler]
+    unknown = sorted(set(options) - set(info.defaults))
+    if unknown:
+        valid = ", ".join(sorted(info.defaults)) or "none"
+        raise ValueError(
+            f"unknown option(s) {unknown} for sampler {sampler!r}; valid options: {valid}"
+        )
+    resolved = dict(info.defaults)
+    resolved.update(options)
+    for name, value in resolved.items():
+        _CHECKS[name](sampler, name, value)
+    return resolved
+
+
+def _positive(sampler, name, value, *, allow_none=True, upper=None):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0 or (upper is not None and value > upper):
+        bound = f" and <= {upper}" if upper is not None else ""
+        raise ValueError(
+            f"{name} for sampler {sampler!r} must be a positive finite number{bound}, got {value!r}"
+        )
+
+
+def _probability(sampler, name, value):
+    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
+    if not ok or not 0 < value < 1:
+        raise ValueError(f"{name} for sampler {sampler!r} must be in (0, 1), got {value!r}")
+
+
+def _int_at_least(low):
+    def check(sampler, name, value):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(
+                f"{name} for sampler {sampler!r} must be an int >= {low}, got {value!r}"
+            )
+
+    return check
+
+
+def _boolean(sampler, name, value):
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} for sampler {sampler!r} must be True or False, got {value!r}")
+
+
+def _jitter(sampler, name, value):
+    ok = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
+    if not ok or not 0 <= value < 1:
+        raise ValueError(f"{name} for sampler {sampler!r} must be in [0, 1), got {value!r}")
+
+
+_CHECKS = {
+    "step_size": _positive,
+    "scale": lambda s, n, v: _positive(s, n, v, upper=1.0),
+    "alpha": lambda s, n, v: v is None or _probability(s, n, v),
+    "friction": lambda s, n, v: _positive(s, n, v, allow_none=False),
+    "target_acceptance_rate": lambda s, n, v: v is None or _probability(s, n, v),
+    "adapt_mass_matrix": _boolean,
+    "num_integration_steps": _int_at_least(1),
+    "max_tree_depth": _int_at_least(1),
+    "step_size_jitter": _jitter,
+    "divergence_threshold": lambda s, n, v: _positive(s, n, v, allow_none=False),
+}
+
+
+# -- warm-up tuning: dual averaging + windowed diagonal mass matrix ----------------------
+
+
+class _TuneState(NamedTuple):
+    da_state: Any
+    mm_state: Any
+    log_step: jax.Array
+    inverse_mass_matrix: jax.Array
+
+
+def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_params):
+    """Stan-style windowed tuning of a step size and a diagonal inverse mass matrix.
+
+    ``to_params(step_size, inverse_mass_matrix) -> params`` maps the tuned values
+    (cast to ``dtype``) to the kernel's parameters.
+    """
+    da_init, da_update, da_final = dual_averaging_adaptation(target)
+    mm_init, mm_update, mm_final = mass_matrix_adaptation(is_diagonal_matrix=True)
+    initial_step = float(initial_step)
+
+    def cast(step, imm):
+        return to_params(jnp.asarray(step, dtype), jnp.asarray(imm, dtype))
+
+    def init():
+        da_state = da_init(initial_step)
+        mm_state = mm_init(dim)
+        return _TuneState(da_state, mm_state, jnp.log(initial_step), mm_state.inverse_mass_matrix)
+
+    def update(tune, stage, position, acceptance_rate):
+        window, is_window_end = stage[0], stage[1]
+        # A NaN acceptance (never expected: rejections report 0) must not poison tuning.
+        acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
+        da_state = da_update(tune.da_state, acceptance_rate) if adapt_step else tune.da_state
+        log_step = da_state.log_step_size if adapt_step else tune.log_step
+        mm_state = tune.mm_state
+        if adapt_mass:
+            mm_state = jax.lax.cond(
+                window == 1, lambda s: mm_update(s, position), lambda s: s, mm_state
+            )
+
+        def window_end(args):
+            # Slow window done: new mass matrix, and restart dual averaging from the
+            # window's averaged step size (as Stan and BlackJAX do).
+            da_state, mm_state = args
+            mm_state = mm_final(mm_state)
+            if adapt_step:
+                da_state = da_init(da_final(da_state))
+            return da_state, mm_state
+
+        if adapt_mass:
+            da_state, mm_state = jax.lax.cond(
+                is_window_end, window_end, lambda args: args, (da_state, mm_state)
+            )
+            if adapt_step:
+                log_step = da_state.log_step_size
+        return _TuneState(da_state, mm_state, log_step, mm_state.inverse_mass_matrix)
+
+    def current(tune):
+        return cast(jnp.exp(tune.log_step), tune.inverse_mass_matrix)
+
+    def final(tune):
+        step = da_final(tune.da_state) if adapt_step else jnp.exp(tune.log_step)
+        return cast(step, tune.inverse_mass_matrix)
+
+    def schedule(num_warmup):
+        if num_warmup == 0:
+            return np.zeros((0, 2), np.int32)
+        if not adapt_mass:
+            return np.zeros((num_warmup, 2), np.int32)
+        # One device-to-host copy (BlackJAX returns a jax array).
+        return np.asarray(build_schedule(num_warmup)).astype(np.int32).reshape(num_warmup, 2)
+
+    return init, update, current, final, schedule
+
+
+def _no_tuning(params):
+    def schedule(num_warmup):
+        return np.zeros((num_warmup, 2), np.int32)
+
+    # A dummy array state keeps the tuning state vmappable over chains.
+    return (
+        lambda: jnp.zeros((), jnp.int32),
+        lambda tune, stage, position, acceptance_rate: tune,
+        lambda tune: params,
+        lambda tune: params,
+        schedule,
+    )
+
+
+def _as_kernel(init, step, position, logdensity, tuning, stat_names):
+    return Kernel(init, step, position, logdensity, *tuning, tuple(stat_names))
+
+
+# -- HMC family: nuts, hmc, mala ----------------------------------------------------------
+
+
+def _hmc_stats(info, step_size, n_steps):
+    return {
+        "acceptance_rate": info.acceptance_rate,
+        "diverging": info.is_divergent,
+        "energy": info.energy,
+        "n_steps": jnp.asarray(n_steps, jnp.int32),
+        "num_grad_evals": jnp.asarray(n_steps, jnp.int32),
+        "step_size": step_size,
+    }
+
+
+def _hmc_tuning(dim, dtype, options, default_target, to_params=None):
+    fixed_step = options["step_size"]
+    return _tuning(
+        dim,
+        dtype,
+        initial_step=1.0 if fixed_step is None else fixed_step,
+        target=options.get("target_acceptance_rate", default_target),
+        adapt_step=fixed_step is None,
+        adapt_mass=options["adapt_mass_matrix"],
+        to_params=to_params or (lambda s, m: {"step_size": s, "inverse_mass_matrix": m}),
+    )
+
+
+def _hmc_state_fns():
+    return (lambda state: state.position, lambda state: state.logdensity)
+
+
+def _build_nuts(logdensity_fn, loglik_fn, dim, dtype, options):
+    del loglik_fn
+    kernel = nuts.build_kernel(divergence_threshold=options["divergence_threshold"])
+    max_depth = int(options["max_tree_depth"])
+
+    def init(key, position):
+        del key
+        return hmc.init(position, logdensity_fn)
+
+    def step(key, state, params):
+        state, info = kernel(
+            key,
+            state,
+            logdensity_fn,
+            params["step_size"],
+            params["inverse_mass_matrix"],
+            max_num_doublings=max_depth,
+        )
+        stats = _hmc_stats(info, params["step_size"], info.num_integration_steps)
+        stats["tree_depth"] = jnp.asarray(info.num_trajectory_expansions, jnp.int32)
+        return state, stats
+
+    tuning = _hmc_tuning(dim, dtype, options, 0.8)
+    names = (*_HMC_STATS, "tree_depth")
+    return _as_kernel(init, step, *_hmc_state_fns(), tuning, names)
+
+
+_HMC_STATS = ("acceptance_rate", "diverging", "energy", "n_steps", "num_grad_evals", "step_size")
+
+
+def _build_static_hmc(num_steps, jitter):
+    def build(logdensity_fn, loglik_fn, dim, dtype, options):
+        del loglik_fn
+        kernel = hmc.build_kernel(divergence_threshold=options["divergence_threshold"])
+        steps = int(num_steps if num_steps is not None else options["num_integration_steps"])
+        spread = float(jitter if jitter is not None else options["step_size_jitter"])
+
+        def init(key, position):
+            del key
+            return hmc.init(position, logdensity_fn)
+
+        def step(key, state, params):
+            key_jitter, key_kernel = jax.random.split(key)
+            step_size = params["step_size"]
+            if spread > 0:
+                # A random step size independent of the state keeps detailed balance
+                # and breaks the periodicity of a fixed trajectory on Gaussian targets.
+                factor = jax.random.uniform(
+                    key_jitter, (), dtype, minval=1.0 - spread, maxval=1.0 + spread
+                )
+                step_size = step_size * factor
+            state, info = kernel(
+                key_kernel,
+                state,
+                logdensity_fn,
+                step_size,
+                params["inverse_mass_matrix"],
+                steps,
+            )
+            return state, _hmc_stats(info, step_size, steps)
+
+        default_target = 0.8 if num_steps is None else 0.574
+        tuning = _hmc_tuning(dim, dtype, options, default_target)
+        return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS)
+
+    return build
+
+
+# -- langevin: generalised HMC with one leapfrog step -------------------------------------
+
+
+def _build_langevin(logdensity_fn, loglik_fn, dim, dtype, options):
+    del loglik_fn
+    kernel = ghmc.build_kernel(divergence_threshold=options["divergence_threshold"])
+    fixed_alpha = options["alpha"]
+    friction = float(options["friction"])
+
+    def to_params(step_size, imm):
+        if fixed_alpha is None:
+            alpha = -jnp.expm1(-2.0 * friction * step_size)
+        else:
+            alpha = jnp.asarray(fixed_alpha, dtype)
+        return {"step_size": step_size, "inverse_mass_matrix": imm, "alpha": alpha}
+
+    def init(key, position):
+        state = ghmc.init(position, logdensity_fn, key)
+        return state._replace(slice=jnp.asarray(state.slice, dtype))
+
+    def step(key, state, params):
+        alpha = params["alpha"]
+        # Neal's (2020) non-reversible slice variable moves by delta per step (MEADS:
+        # delta = alpha / 2).
+        delta = alpha / 2
+        # ghmc squares its "momentum_inverse_scale" into the inverse mass matrix.
+        scale = jnp.sqrt(params["inverse_mass_matrix"])
+        new_state, info = kernel(
+            key, state, logdensity_fn, params["step_size"], scale, alpha, delta
+        )
+        # BlackJAX computes the rejected branch's slice as u * (exp(-dE) * 0 + 1), which is
+        # NaN when exp(-dE) overflows (dE < -709 or -inf, e.g. a NaN proposal), freezing
+        # the chain forever. On rejection the correct value is the translated slice.
+        translated = jnp.asarray(((state.slice + 1.0 + delta) % 2) - 1.0, dtype)
+        new_state = new_state._replace(
+            slice=jnp.where(info.is_accepted, jnp.asarray(new_state.slice, dtype), translated)
+        )
+        stats = _hmc_stats(info, params["step_size"], 1)
+        return new_state, stats
+
+    tuning = _hmc_tuning(dim, dtype, options, 0.9, to_params)
+    return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS)
+
+
+# -- likelihood-only kernels: pcn, pcnl, elliptical ---------------------------------------
+
+
+def _log_std_normal(x):
+    return -0.5 * jnp.sum(jnp.square(x)) - x.size * _HALF_LOG_2PI
+
+
+def _pcn_tuning(dim, dtype, options, target):
+    fixed = options["scale"]
+    return _tuning(
+        dim,
+        dtype,
+        # Dual averaging shrinks towards log(10 * initial) = log(1): independent proposals.
+        initial_step=0.1 if fixed is None else fixed,
+        target=options.get("target_acceptance_rate", target),
+        adapt_step=fixed is None,
+        adapt_mass=False,
+        to_params=lambda s, m: {"scale": jnp.minimum(s, jnp.asarray(1.0, dtype))},
+    )
+
+
+def _likelihood_state_fns():
+    def logdensity(state):
+        return state.logdensity + _log_std_normal(state.position)
+
+    return (lambda state: state.position, logdensity)
+
+
+def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options):
+    del logdensity_fn
+    kernel = random_walk.build_rmh()
+
+    def init(key, position):
+        del key
+        return random_walk.init(position, loglik_fn)
+
+    def step(key, state, params):
+        scale = params["scale"]
+        persistence = jnp.sqrt(1.0 - jnp.square(scale))
+
+        def propose(key_proposal, position):
+            noise = jax.random.normal(key_proposal, position.shape, position.dtype)
+            return persistence * position + scale * noise
+
+        # pCN is reversible with respect to the N(0, I) prior, so the Metropolis ratio
+        # of the symmetric-proposal RMH on the likelihood part is exactly pCN's.
+        state, info = kernel(key, state, loglik_fn, propose)
+        proposal_ok = jnp.isfinite(info.proposal.logdensity)
+        stats = {
+            "acceptance_rate": info.acceptance_rate,
+            "diverging": ~proposal_ok,
+            "n_steps": jnp.asarray(1, jnp.int32),
+            "num_grad_evals": jnp.asarray(1, jnp.int32),
+            "step_size": scale,
+        }
+        return state, stats
+
+    tuning = _pcn_tuning(dim, dtype, options, 0.25)
+    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
+    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names)
+
+
+class PCNLState(NamedTuple):
+    """State of the pCN-Langevin kernel: position, log-likelihood part and its gradient."""
+
+    position: jax.Array
+    logdensity: jax.Array
+    logdensity_grad: jax.Array
+
+
+def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
+    del logdensity_fn
+    value_and_grad = jax.value_and_grad(loglik_fn)
+
+    def init(key, position):
+        del key
+        value, grad = value_and_grad(position)
+        return PCNLState(position, value, grad)
+
+    def step(key, state, params):
+        # Target exp(-Phi(x)) N(x; 0, I) with Phi = -loglik (the FULL non-prior part).
+        # Proposal (Cotter et al. 2013, C = I): v = a u + (1 - a) grad loglik(u) + s xi,
+        # a = sqrt(1 - s^2). The prior terms of the MH ratio cancel analytically; what
+        # is left avoids the large ||x||^2 terms:
+        # log r = Phi(u) - Phi(v) - [<u - a v, g_v> - <v - a u, g_u>] / (1 + a)
+        #         - (1 - a) / (2 (1 + a)) (||g_v||^2 - ||g_u||^2),   g = grad Phi.
+        key_noise, key_accept = jax.random.split(key)
+        scale = params["scale"]
+        a = jnp.sqrt(1.0 - jnp.square(scale))
+        u, g_u = state.position, -state.logdensity_grad
+        noise = jax.random.normal(key_noise, u.shape, u.dtype)
+        v = a * u - (1.0 - a) * g_u + scale * noise
+        loglik_v, grad_v = value_and_grad(v)
+        g_v = -grad_v
+        cross = jnp.vdot(u - a * v, g_v) - jnp.vdot(v - a * u, g_u)
+        norms = jnp.sum(jnp.square(g_v)) - jnp.sum(jnp.square(g_u))
+        log_ratio = (loglik_v - state.logdensity) - cross / (1.0 + a)
+        log_ratio = log_ratio - (1.0 - a) / (2.0 * (1.0 + a)) * norms
+        proposal_ok = jnp.isfinite(loglik_v) & jnp.all(jnp.isfinite(grad_v))
+        log_ratio = jnp.where(proposal_ok & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
+        acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
+        log_u = jnp.log(jax.random.uniform(key_accept, (), dtype))
+        accept = log_u < log_ratio
+        new_state = PCNLState(
+            jnp.where(accept, v, u),
+            jnp.where(accept, loglik_v, state.logdensity),
+            jnp.where(accept, grad_v, state.logdensity_grad),
+        )
+        stats = {
+            "acceptance_rate": acceptance_rate,
+            "diverging": ~proposal_ok,
+            "n_steps": jnp.asarray(1, jnp.int32),
+            "num_grad_evals": jnp.asarray(1, jnp.int32),
+            "step_size": scale,
+        }
+        return new_state, stats
+
+    tuning = _pcn_tuning(dim, dtype, options, 0.574)
+    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
+    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names)
+
+
+def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options):
+    del logdensity_fn, options
+    # Explicit dtype: BlackJAX's default scalars would promote float32 positions.
+    kernel = elliptical_slice.build_kernel(jnp.ones((dim,), dtype), jnp.zeros((dim,), dtype))
+
+    def init(key, position):
+        del key
+        return elliptical_slice.init(position, loglik_fn)
+
+    def step(key, state, params):
+        del params
+        state, info = kernel(key, state, loglik_fn)
+        evals = jnp.asarray(info.subiter, jnp.int32)
+        stats = {
+            # Elliptical slice sampling always moves; one log-likelihood per shrinkage.
+            "acceptance_rate": jnp.ones((), dtype),
+            "diverging": jnp.zeros((), bool),
+            "n_steps": evals,
+            "num_grad_evals": evals,
+        }
+        return state, stats
+
+    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals")
+    return _as_kernel(init, step, *_likelihood_state_fns(), _no_tuning({}), names)
+
+
+# -- the table ----------------------------------------------------------------------------
+
+_COMMON_HMC = {
+    "step_size": None,
+    "target_acceptance_rate": None,
+    "adapt_mass_matrix": True,
+    "divergence_threshold": 1000.0,
+}
+
+
+def _info(name, description, defaults, uses_gradient, build):
+    return SamplerInfo(name, description, types.MappingProxyType(defaults), uses_gradient, build)
+
+
+def _drop_none_target(build, default_target):
+    # "target_acceptance_rate": None in the table means "the sampler's own default".
+    def wrapped(logdensity_fn, loglik_fn, dim, dtype, options):
+        options = dict(options)
+        if options.get("target_acceptance_rate") is None:
+            options["target_acceptance_rate"] = default_target
+        return build(logdensity_fn, loglik_fn, dim, dtype, options)
+
+    return wrapped
+
+
+SAMPLERS: Mapping[str, SamplerInfo] = types.MappingProxyType(
+    {
+        "nuts": _info(
+            "nuts",
+            "No-U-Turn sampler; step size and diagonal mass matrix tuned (target 0.8)",
+            {**_COMMON_HMC, "max_tree_depth": 10},
+            True,
+            _drop_none_target(_build_nuts, 0.8),
+        ),
+        "hmc": _info(
+            "hmc",
+            "static HMC with a jittered step size; step size and diagonal mass tuned (0.8)",
+            {**_COMMON_HMC, "num_integration_steps": 10, "step_size_jitter": 0.2},
+            True,
+            _drop_none_target(_build_static_hmc(None, None), 0.8),
+        ),
+        "mala": _info(
+            "mala",
+            "Metropolis-adjusted Langevin (one-leapfrog HMC); step size and diagonal mass "
+            "tuned (target 0.574)",
+            dict(_COMMON_HMC),
+            True,
+            _drop_none_target(_build_static_hmc(1, 0.0), 0.574),
+        ),
+        "langevin": _info(
+            "langevin",
+            "underdamped Langevin / generalised HMC, one leapfrog step per iteration; step "
+            "size (target 0.9) and diagonal mass tuned, alpha = 1 - exp(-2 friction step)",
+            {**_COMMON_HMC, "alpha": None, "friction": 1.0},
+            True,
+            _drop_none_target(_build_langevin, 0.9),
+        ),
+        "pcn": _info(
+            "pcn",
+            "preconditioned Crank-Nicolson (prior-reversible MH); scale tuned (target 0.25)",
+            {"scale": None, "target_acceptance_rate": None},
+            False,
+            _drop_none_target(_build_pcn, 0.25),
+        ),
+        "pcnl": _info(
+            "pcnl",
+            "pCN-Langevin with the full potential; scale tuned (target 0.574)",
+            {"scale": None, "target_acceptance_rate": None},
+            True,
+            _drop_none_target(_build_pcnl, 0.574),
+        ),
+        "elliptical": _info(
+            "elliptical",
+            "elliptical slice sampling with the N(0, I) prior; nothing to tune",
+            {},
+            False,
+            _build_elliptical,
+        ),
+    }
+)
+
+
+def build_kernel(
+    sampler: str,
+    logdensity_fn: Callable,
+    loglik_fn: Callable,
+    dim: int,
+    dtype: Any,
+    options: Mapping[str, Any] | None = None,
+) -> Kernel:
+    """Build the kernel of ``sampler`` for a target on flat positions of shape ``(dim,)``.
+
+    Parameters
+    ----------
+    sampler : str
+        A key of :data:`SAMPLERS`.
+    logdensity_fn : callable
+        ``(dim,) -> ()`` the log target; must return ``-inf`` (not NaN) where undefined.
+    loglik_fn : callable
+        ``(dim,) -> ()`` the log target minus ``log N(x; 0, I)`` (the part that is not
+        the prior), used by ``pcn``, ``pcnl`` and ``elliptical``.
+    dim : int
+        Dimension of the flat position.
+    dtype : dtype
+        Floating dtype of the positions; every kernel parameter is cast to it.
+    options : mapping, optional
+        Sampler options (validated with :func:`resolve_options`).
+
+    Returns
+    -------
+    Kernel
+    """
+    resolved = resolve_options(sampler, options or {})
+    return SAMPLERS[sampler].build(logdensity_fn, loglik_fn, int(dim), jnp.dtype(dtype), resolved)

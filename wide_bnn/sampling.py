@@ -1,0 +1,772 @@
+"""``sample()``: multi-chain MCMC for wide BNNs with recording, progress and checkpoints.
+
+The loop
+--------
+All chains advance together (``vmap``) on one device. A run is a sequence of
+*iterations* of ``thinning`` kernel steps each: first ``ceil(num_warmup / thinning)``
+warm-up iterations (tuning on, steps beyond ``num_warmup`` skipped), then one iteration
+per saved draw. Iterations are executed in *chunks*: one call of a jitted ``lax.scan``
+compiled once per run for both phases (the phase only switches branches of
+``lax.cond``; a last, shorter chunk is padded with skipped iterations instead of being
+recompiled). Between chunks the progress bar is updated, a checkpoint written and
+Ctrl-C handled.
+
+Keys follow a fixed schedule: step ``i`` of phase ``p`` (0 warm-up, 1 sampling) of chain
+``c`` uses ``fold_in(fold_in(key_c, p), i)`` and the recording of draw ``j`` uses
+``fold_in(fold_in(key_c, 2), j)``. So a chunked run is bit-identical to one long scan
+and a resumed run to an uninterrupted one.
+
+Recording (test predictions, exact readout draws in collapsed mode, projections)
+runs only at the end of a sampling iteration, so a saved draw costs ``thinning``
+kernel steps plus one recording.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wide_bnn import checkpoint as ckpt
+from wide_bnn.data import RegressionData, as_float_array
+from wide_bnn.linalg import NumericalWarning
+from wide_bnn.nets import Network
+from wide_bnn.results import SampleResult
+from wide_bnn.samplers import DEFAULT_SAMPLER, SAMPLERS, build_kernel, resolve_options
+from wide_bnn.targets import PARAMETERISATIONS, build_target
+
+__all__ = ["sample"]
+
+#: float32 runs with a noise scale below this warn (log-acceptance errors grow as 1/sigma^2).
+FLOAT32_MIN_NOISE_STD = 0.05
+_MAX_INIT_ATTEMPTS = 20
+_DEFAULT_NUM_CHUNKS = 20
+
+
+def sample(
+    net: Network,
+    data: RegressionData,
+    *,
+    x_test: Any = None,
+    sampler: str | None = None,
+    parameterisation: str = "repriorised",
+    collapsed: bool | None = None,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 1000,
+    thinning: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_params: bool = False,
+    record_train: bool = False,
+    num_projections: int = 100,
+    chunk_size: int | None = None,
+    **sampler_options: Any,
+) -> SampleResult:
+    """Sample the posterior of a Bayesian neural network; record function-space outputs.
+
+    Parameters
+    ----------
+    net : Network
+        The network (:func:`wide_bnn.mlp`, :func:`wide_bnn.resnet`, ...).
+    data : RegressionData
+        Training data; its dtype (float32 or float64) is the dtype of the whole run.
+    x_test : array_like, shape (m, ...), optional
+        Inputs at which outputs are recorded; same feature shape and dtype as
+        ``data.x``. ``None`` records at the training inputs (and sets
+        ``result.x_test`` to them).
+    sampler : str, optional
+        A key of :data:`wide_bnn.samplers.SAMPLERS`: ``"nuts"``, ``"hmc"``, ``"mala"``,
+        ``"langevin"``, ``"pcn"``, ``"pcnl"``, ``"elliptical"``. ``None`` means
+        :data:`~wide_bnn.samplers.DEFAULT_SAMPLER`.
+    parameterisation : {"repriorised", "standard"}
+        Sample the whitened coordinates of :class:`wide_bnn.Repriorisation` or the
+        original weights. Both target the same posterior.
+    collapsed : bool, optional
+        Repriorised only (default ``True`` there, ``False`` for ``"standard"``): run the
+        chain on the hidden parameters with the readout integrated out, and draw the
+        readout exactly for every saved draw. ``False`` keeps the whitened readout in
+        the chain (the paper's sampler).
+    num_chains : int
+        Chains, run in parallel with ``vmap``.
+    num_warmup : int
+        Warm-up (tuning) steps per chain, not saved. Ctrl-C during warm-up stops the
+        run with ``KeyboardInterrupt`` (there is nothing to return yet).
+    num_samples : int
+        Saved draws per chain.
+    thinning : int
+        Kernel steps per saved draw.
+    seed : int
+        Seed of every random choice; the same seed gives identical results.
+    progress : bool
+        Show tqdm progress bars (acceptance rate and step size per chunk).
+    checkpoint_dir : str or path, optional
+        Directory for atomic checkpoints (after warm-up and every chunk). A run with
+        the same arguments resumes from it and gives draws bit-identical to an
+        uninterrupted run; a checkpoint of another run raises ``ValueError``.
+    keep_params : bool
+        Also record every parameter (original weight space) as ``params/<path>``.
+        Memory grows with the number of weights; off by default.
+    record_train : bool
+        Also record ``f_train`` and ``f_train_mean`` at the training inputs.
+    num_projections : int
+        Number of fixed random projections of the parameters recorded per draw.
+    chunk_size : int, optional
+        Saved draws (and warm-up steps) per compiled chunk; default about 1/20 of
+        the run. Smaller chunks mean more frequent progress updates and checkpoints.
+    **sampler_options
+        Options of the chosen sampler, e.g. ``step_size``, ``target_acceptance_rate``,
+        ``adapt_mass_matrix``, ``max_tree_depth``, ``num_integration_steps``,
+        ``alpha``, ``friction``, ``scale`` (see :data:`~wide_bnn.samplers.SAMPLERS`
+        ``[name].defaults``; unknown options raise ``ValueError``).
+
+    Returns
+    -------
+    SampleResult
+        ``draws``: ``f_test`` and ``f_test_mean`` ``(chain, draw, test_point, output)``,
+        ``projections`` ``(chain, draw, num_projections)``, optional ``f_train``,
+        ``f_train_mean`` and ``params/<path>``; ``stats``: ``lp`` (the log target of the
+        sampled coordinates), ``acceptance_rate`` (mean over the ``thinning`` steps),
+        ``diverging`` (any), ``n_steps`` and ``num_grad_evals`` (sums), and where the
+        sampler has them ``energy``, ``step_size``, ``tree_depth`` (last step);
+        ``complete=False`` when interrupted by Ctrl-C.
+
+    Raises
+    ------
+    ValueError
+        For invalid arguments (before anything is compiled), or a ``checkpoint_dir``
+        holding a corrupt checkpoint or one of a different run.
+
+    Warns
+    -----
+    NumericalWarning
+        For float32 data with ``noise_std < 0.05`` (use float64).
+    """
+    setup = _setup(
+        net,
+        data,
+        x_test=x_test,
+        sampler=sampler,
+        parameterisation=parameterisation,
+        collapsed=collapsed,
+        num_chains=num_chains,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        thinning=thinning,
+        seed=seed,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        keep_params=keep_params,
+        record_train=record_train,
+        num_projections=num_projections,
+        chunk_size=chunk_size,
+        sampler_options=sampler_options,
+    )
+    return _Run(setup).run()
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _setup(
+    net,
+    data,
+    *,
+    x_test,
+    sampler,
+    parameterisation,
+    collapsed,
+    num_chains,
+    num_warmup,
+    num_samples,
+    thinning,
+    seed,
+    progress,
+    checkpoint_dir,
+    keep_params,
+    record_train,
+    num_projections,
+    chunk_size,
+    sampler_options,
+) -> dict[str, Any]:
+    if not isinstance(net, Network):
+        raise ValueError(f"net must be a wide_bnn Network, got {type(net).__name__}")
+    if not isinstance(data, RegressionData):
+        raise ValueError(f"data must be a wide_bnn RegressionData, got {type(data).__name__}")
+    if data.out_dim != net.out_dim:
+        raise ValueError(
+            f"data has {data.out_dim} output(s) (columns of y) but net.out_dim is {net.out_dim}"
+        )
+    sampler = DEFAULT_SAMPLER if sampler is None else sampler
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {tuple(SAMPLERS)} or None, got {sampler!r}")
+    if parameterisation not in PARAMETERISATIONS:
+        raise ValueError(
+            f"parameterisation must be one of {PARAMETERISATIONS}, got {parameterisation!r}"
+        )
+    if collapsed is None:
+        collapsed = parameterisation == "repriorised"
+    collapsed = _check_bool("collapsed", collapsed)
+    if collapsed and parameterisation == "standard":
+        raise ValueError(
+            "collapsed=True integrates the readout out, which needs "
+            "parameterisation='repriorised'; use collapsed=False (or None) with 'standard'"
+        )
+    num_chains = _check_int("num_chains", num_chains, 1)
+    num_warmup = _check_int("num_warmup", num_warmup, 0)
+    num_samples = _check_int("num_samples", num_samples, 1)
+    thinning = _check_int("thinning", thinning, 1)
+    num_projections = _check_int("num_projections", num_projections, 1)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed!r}")
+    progress = _check_bool("progress", progress)
+    keep_params = _check_bool("keep_params", keep_params)
+    record_train = _check_bool("record_train", record_train)
+    if chunk_size is not None:
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    if checkpoint_dir is not None:
+        if not isinstance(checkpoint_dir, str | os.PathLike):
+            raise ValueError(f"checkpoint_dir must be a path or None, got {checkpoint_dir!r}")
+        checkpoint_dir = os.fspath(checkpoint_dir)
+        if os.path.exists(checkpoint_dir) and not os.path.isdir(checkpoint_dir):
+            raise ValueError(f"checkpoint_dir={checkpoint_dir!r} exists and is not a directory")
+    x_is_train = x_test is None
+    if x_test is not None:
+        x_test = as_float_array("x_test", x_test)
+        if x_test.ndim != data.x.ndim or x_test.shape[1:] != data.x.shape[1:]:
+            want = ", ".join(str(s) for s in data.x.shape[1:])
+            raise ValueError(
+                f"x_test must have shape (m, {want}) like the training inputs, got "
+                f"{tuple(x_test.shape)}"
+            )
+        if x_test.dtype != data.dtype:
+            raise ValueError(
+                f"x_test has dtype {x_test.dtype} but the data are {data.dtype}; convert it "
+                f"with x_test.astype('{data.dtype}')"
+            )
+    options = resolve_options(sampler, sampler_options)
+    if jnp.dtype(data.dtype) == jnp.float32 and data.noise_std < FLOAT32_MIN_NOISE_STD:
+        warnings.warn(
+            f"float32 sampling with noise_std={data.noise_std:g} < {FLOAT32_MIN_NOISE_STD}: "
+            "log-acceptance ratios lose accuracy as 1/noise_std^2 (errors ~1e-3 at 0.1, "
+            "~5e-2 at 0.01); use float64 data (jax_enable_x64) for exact sampling",
+            NumericalWarning,
+            stacklevel=3,
+        )
+    return {
+        "net": net,
+        "data": data,
+        "x_test": x_test,
+        "x_is_train": x_is_train,
+        "sampler": sampler,
+        "options": options,
+        "user_options": dict(sampler_options),
+        "parameterisation": parameterisation,
+        "collapsed": collapsed,
+        "num_chains": num_chains,
+        "num_warmup": num_warmup,
+        "num_samples": num_samples,
+        "thinning": thinning,
+        "seed": int(seed),
+        "progress": progress,
+        "checkpoint_dir": checkpoint_dir,
+        "keep_params": keep_params,
+        "record_train": record_train,
+        "num_projections": num_projections,
+        "chunk_size": chunk_size,
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def _run_chunk(compiled: Callable, *args):
+    """Run one compiled chunk (a seam for tests that simulate Ctrl-C)."""
+    return compiled(*args)
+
+
+def _fold_in(keys, *indices):
+    for index in indices:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, index)
+    return keys
+
+
+def _select(flag, when_true, when_false):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(flag, a, b), when_true, when_false)
+
+
+def _zeros(shapes):
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _aggregate(stats: dict[str, jax.Array], active: jax.Array) -> dict[str, jax.Array]:
+    """Reduce ``(thinning, chains)`` per-step statistics over the active steps."""
+    weight = active.astype(jnp.int32)[:, None]
+    count = jnp.maximum(jnp.sum(active), 1)
+    last = jnp.maximum(jnp.sum(active) - 1, 0)
+    out = {}
+    for name, value in stats.items():
+        if name == "acceptance_rate":
+            out[name] = jnp.sum(value * weight, axis=0) / count.astype(value.dtype)
+        elif name == "diverging":
+            out[name] = jnp.any(value & (weight > 0), axis=0)
+        elif name in ("n_steps", "num_grad_evals"):
+            out[name] = jnp.sum(value * weight, axis=0).astype(value.dtype)
+        else:
+            out[name] = value[last]
+    return out
+
+
+class _Run:
+    """One call of :func:`sample`: builds the pure functions, runs warm-up and sampling."""
+
+    def __init__(self, setup: dict[str, Any]):
+        self.s = s = setup
+        self.target = build_target(
+            s["net"],
+            s["data"],
+            parameterisation=s["parameterisation"],
+            collapsed=s["collapsed"],
+            x_test=s["x_test"],
+            record_train=s["record_train"],
+            keep_params=s["keep_params"],
+            num_projections=s["num_projections"],
+        )
+        self.kernel = build_kernel(
+            s["sampler"],
+            self.target.logdensity_fn,
+            self.target.loglik_fn,
+            self.target.dim,
+            self.target.dtype,
+            s["options"],
+        )
+        self.timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
+        key_init, key_chains = jax.random.split(jax.random.key(s["seed"]))
+        self.key_init = key_init
+        self.chain_keys = jax.random.split(key_chains, s["num_chains"])
+        thinning = s["thinning"]
+        self.warm_iters = -(-s["num_warmup"] // thinning)
+        self.total_iters = self.warm_iters + s["num_samples"]
+        default = max(1, math.ceil(s["num_samples"] / _DEFAULT_NUM_CHUNKS))
+        self.chunk = min(s["chunk_size"] or default, max(s["num_samples"], self.warm_iters))
+        self.schedule = jnp.asarray(self.kernel.schedule(max(s["num_warmup"], 1)))
+
+    # -- pure pieces --------------------------------------------------------------------------
+    def _init_states(self, init_keys, state_keys):
+        positions = jax.vmap(self.target.init_position)(init_keys)
+        states = jax.vmap(self.kernel.init)(state_keys, positions)
+        return states, jax.vmap(self.kernel.logdensity)(states)
+
+    def _shapes(self, states, tunes):
+        """Shapes of the per-step statistics and per-draw records (traced once)."""
+        kernel = self.kernel
+        params = jax.vmap(kernel.adapt_final)(tunes)
+        step_stats = jax.vmap(kernel.step)(self.chain_keys, states, params)[1]
+        positions = jax.vmap(kernel.position)(states)
+        recorded = jax.vmap(self.target.record, in_axes=(0, 0, None))(
+            self.chain_keys, positions, self.target.record_consts
+        )
+        return step_stats, recorded
+
+    def _chunk(self, states, tunes, start, stop, chain_keys, schedule, consts):
+        """Iterations ``start .. start + chunk`` (those ``>= stop`` skipped) of both phases."""
+        kernel, thinning = self.kernel, self.s["thinning"]
+        num_warmup, warm_iters = self.s["num_warmup"], self.warm_iters
+        step_shapes, record_shapes = self._shapes_cache
+
+        def kernel_step(carry, t, iteration):
+            states, tunes = carry
+            warm = iteration < warm_iters
+            warm_step = iteration * thinning + t
+            sample_step = (iteration - warm_iters) * thinning + t
+            # During warm-up the tuned values move every step; afterwards they are frozen
+            # and the final (averaged) ones are used.
+            params = _select(
+                warm,
+                jax.vmap(kernel.adapt_params)(tunes),
+                jax.vmap(kernel.adapt_final)(tunes),
+            )
+            phase = jnp.where(warm, 0, 1)
+            index = jnp.where(warm, warm_step, sample_step)
+            states, stats = jax.vmap(kernel.step)(
+                _fold_in(chain_keys, phase, index), states, params
+            )
+
+            def tune(tunes):
+                stage = schedule[jnp.minimum(warm_step, num_warmup - 1)]
+                positions = jax.vmap(kernel.position)(states)
+                return jax.vmap(kernel.adapt_update, in_axes=(0, None, 0, 0))(
+                    tunes, stage, positions, stats["acceptance_rate"]
+                )
+
+            tunes = jax.lax.cond(warm, tune, lambda tunes: tunes, tunes)
+            return (states, tunes), stats
+
+        def one_iteration(carry, iteration):
+            warm = iteration < warm_iters
+
+            def inner(carry, t):
+                active = ~warm | (iteration * thinning + t < num_warmup)
+                return jax.lax.cond(
+                    active,
+                    lambda c: (*kernel_step(c, t, iteration), jnp.ones((), bool)),
+                    lambda c: (c, _zeros(step_shapes), jnp.zeros((), bool)),
+                    carry,
+                )
+
+            def scanned(carry, t):
+                carry, stats, active = inner(carry, t)
+                return carry, (stats, active)
+
+            carry, (stats, active) = jax.lax.scan(
+                scanned, carry, jnp.arange(thinning, dtype=jnp.int32)
+            )
+            stats = _aggregate(stats, active)
+            states = carry[0]
+            stats["lp"] = jax.vmap(kernel.logdensity)(states)
+
+            def record(states):
+                positions = jax.vmap(kernel.position)(states)
+                draw = iteration - warm_iters
+                keys = _fold_in(chain_keys, 2, draw)
+                return jax.vmap(self.target.record, in_axes=(0, 0, None))(keys, positions, consts)
+
+            recorded = jax.lax.cond(warm, lambda st: _zeros(record_shapes), record, states)
+            return carry, (recorded, stats)
+
+        def body(carry, offset):
+            iteration = start + offset
+            skipped = (_zeros(record_shapes), self._stat_zeros)
+            return jax.lax.cond(
+                iteration < stop,
+                one_iteration,
+                lambda c, i: (c, skipped),
+                carry,
+                iteration,
+            )
+
+        (states, tunes), outputs = jax.lax.scan(
+            body, (states, tunes), jnp.arange(self.chunk, dtype=jnp.int32)
+        )
+        return states, tunes, outputs
+
+    # -- driver ----------------------------------------------------------------------------------
+    def run(self) -> SampleResult:
+        s = self.s
+        states, init_lp = self._initial_states()
+        fingerprint = self._fingerprint(states, init_lp)
+        tunes = jax.vmap(lambda _: self.kernel.adapt_init())(jnp.arange(s["num_chains"]))
+        self._shapes_cache = jax.eval_shape(self._shapes, states, tunes)
+        step_shapes, record_shapes = self._shapes_cache
+        self._stat_zeros = _zeros(
+            {
+                **jax.eval_shape(_aggregate, _stacked(step_shapes), jnp.ones((1,), bool)),
+                "lp": jax.ShapeDtypeStruct((s["num_chains"],), self.target.dtype),
+            }
+        )
+        draw_names, stat_names = tuple(record_shapes), tuple(self._stat_zeros)
+        draws = {n: [] for n in draw_names}
+        stats = {n: [] for n in stat_names}
+        done = None
+        directory = s["checkpoint_dir"]
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+            restored = ckpt.read(directory, fingerprint, states, tunes, draw_names, stat_names)
+            if restored is not None:
+                states, tunes, done = restored.states, restored.params, restored.num_draws
+                for name in draw_names:
+                    draws[name] = [restored.draws[name]] if done else []
+                for name in stat_names:
+                    stats[name] = [restored.stats[name]] if done else []
+
+        consts = self.target.record_consts
+        args = (states, tunes, np.int32(0), np.int32(0), self.chain_keys, self.schedule, consts)
+        t0 = time.perf_counter()
+        compiled = jax.jit(self._chunk).lower(*args).compile()
+        self.timings["compile"] += time.perf_counter() - t0
+
+        def run_chunk(states, tunes, start, stop):
+            return _run_chunk(
+                compiled,
+                states,
+                tunes,
+                np.int32(start),
+                np.int32(stop),
+                self.chain_keys,
+                self.schedule,
+                consts,
+            )
+
+        if done is None:
+            states, tunes = self._warmup(run_chunk, states, tunes)
+            done = 0
+            if directory is not None:
+                ckpt.write_state(directory, fingerprint, 0, states, tunes)
+        complete = self._sample(run_chunk, states, tunes, done, draws, stats, fingerprint)
+        params = jax.device_get(jax.jit(jax.vmap(self.kernel.adapt_final))(tunes))
+        return self._result(draws, stats, record_shapes, params, complete)
+
+    def _initial_states(self):
+        s = self.s
+        chains = s["num_chains"]
+        t0 = time.perf_counter()
+        init = jax.jit(self._init_states)
+        key_positions, key_states = jax.random.split(self.key_init)
+        init_keys = jax.random.split(key_positions, chains)
+        state_keys = jax.random.split(key_states, chains)
+        states, lp = init(init_keys, state_keys)
+        # Rarely a prior draw overflows (deep nets, float32) or its factorisation fails:
+        # redraw only those chains, from a fixed key sequence.
+        for attempt in range(1, _MAX_INIT_ATTEMPTS + 1):
+            bad = ~np.isfinite(np.asarray(lp))
+            if not bad.any():
+                break
+            retry_keys = jax.random.split(jax.random.fold_in(key_positions, attempt), chains)
+            new_states, new_lp = init(retry_keys, state_keys)
+            mask = jnp.asarray(bad)
+            states = jax.tree_util.tree_map(
+                lambda new, old, mask=mask: jnp.where(
+                    mask.reshape((-1,) + (1,) * (new.ndim - 1)), new, old
+                ),
+                new_states,
+                states,
+            )
+            lp = jnp.where(mask, new_lp, lp)
+        if not np.all(np.isfinite(np.asarray(lp))):
+            raise ValueError(
+                "could not find initial positions with a finite log-density in "
+                f"{_MAX_INIT_ATTEMPTS} prior draws: the network outputs overflow or the "
+                "factorisation fails; use float64 data or a larger noise_std"
+            )
+        self.timings["compile"] += time.perf_counter() - t0
+        return states, lp
+
+    def _fingerprint(self, states, init_lp) -> str:
+        s = self.s
+        net, data = s["net"], s["data"]
+        spec = net.spec
+        net_desc = [net.name, net.out_dim, net.out_w_std, net.out_b_std]
+        if spec is not None:
+            net_desc.append([list(spec.hidden), spec.activation.name, spec.w_std, spec.b_std])
+        positions = jax.vmap(self.kernel.position)(states)
+        payload = {
+            "version": _library_version(),
+            "settings": self._settings_core(),
+            "net": net_desc,
+            "data": _digest(data.x, data.y, np.asarray(data.noise_std)),
+            "x_test": None if s["x_test"] is None else _digest(s["x_test"]),
+            "init": _digest(positions, init_lp),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def _warmup(self, run_chunk, states, tunes):
+        if self.warm_iters == 0:
+            return states, tunes
+        bar = _bar(self.s["progress"], self.s["num_warmup"], "warmup")
+        t0 = time.perf_counter()
+        try:
+            for start in range(0, self.warm_iters, self.chunk):
+                states, tunes, (_, stats) = run_chunk(states, tunes, start, self.warm_iters)
+                count = min(self.chunk, self.warm_iters - start) * self.s["thinning"]
+                count = min(count, self.s["num_warmup"] - start * self.s["thinning"])
+                stats = jax.device_get(stats)
+                _update_bar(
+                    bar, _chunk_summary(stats, min(self.chunk, self.warm_iters - start)), count
+                )
+            jax.block_until_ready(states)
+        finally:
+            self.timings["warmup"] += time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+        return states, tunes
+
+    def _sample(self, run_chunk, states, tunes, done, draws, stats, fingerprint) -> bool:
+        s = self.s
+        num_samples = s["num_samples"]
+        if done >= num_samples:
+            return True
+        bar = _bar(s["progress"], num_samples, "sampling", initial=done)
+        directory = s["checkpoint_dir"]
+        t0 = time.perf_counter()
+        try:
+            for first in range(done, num_samples, self.chunk):
+                start = self.warm_iters + first
+                states, tunes, (recorded, chunk_stats) = run_chunk(
+                    states, tunes, start, self.total_iters
+                )
+                count = min(self.chunk, num_samples - first)
+                recorded, chunk_stats = jax.device_get((recorded, chunk_stats))
+                recorded = {k: np.swapaxes(v[:count], 0, 1) for k, v in recorded.items()}
+                chunk_stats = {k: np.swapaxes(v[:count], 0, 1) for k, v in chunk_stats.items()}
+                for name, value in recorded.items():
+                    draws[name].append(value)
+                for name, value in chunk_stats.items():
+                    stats[name].append(value)
+                if directory is not None:
+                    ckpt.write_chunk(directory, first, recorded, chunk_stats)
+                    ckpt.write_state(directory, fingerprint, first + count, states, tunes)
+                _update_bar(bar, _chunk_summary(chunk_stats), count)
+        except KeyboardInterrupt:
+            return False
+        finally:
+            self.timings["sampling"] += time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+        return True
+
+    # -- result --------------------------------------------------------------------------------
+    def _settings_core(self) -> dict[str, Any]:
+        s = self.s
+        return {
+            "sampler": s["sampler"],
+            "sampler_options": {k: _jsonable(v) for k, v in s["options"].items()},
+            "parameterisation": s["parameterisation"],
+            "collapsed": s["collapsed"],
+            "num_chains": s["num_chains"],
+            "num_warmup": s["num_warmup"],
+            "num_samples": s["num_samples"],
+            "thinning": s["thinning"],
+            "seed": s["seed"],
+            "num_projections": s["num_projections"],
+            "keep_params": s["keep_params"],
+            "record_train": s["record_train"],
+        }
+
+    def _result(self, draws, stats, record_shapes, params, complete) -> SampleResult:
+        s = self.s
+        chains = s["num_chains"]
+        stat_shapes = self._stat_zeros
+
+        def assemble(pieces, shapes):
+            # shapes are per iteration, (chains, ...)
+            out = {}
+            for name, parts in pieces.items():
+                if parts:
+                    out[name] = np.concatenate(parts, axis=1)
+                else:
+                    shape = shapes[name].shape
+                    out[name] = np.zeros((chains, 0, *shape[1:]), shapes[name].dtype)
+            return out
+
+        draws = assemble(draws, record_shapes)
+        stats = assemble(stats, stat_shapes)
+        net, data, rp = s["net"], s["data"], self.target.repriorisation
+        spec = net.spec
+        settings = self._settings_core()
+        settings.update(
+            {
+                "chunk_size": self.chunk,
+                "network": net.name,
+                "widths": None if spec is None else list(spec.hidden),
+                "noise_std": float(data.noise_std),
+                "dtype": str(jnp.dtype(data.dtype)),
+                "num_params": int(sum(np.prod(p.shape) for p in _param_shapes(net, data))),
+                "dim": self.target.dim,
+                "route": rp.route,
+                "x_test_is_train": s["x_is_train"],
+                "adapted": {
+                    name: np.asarray(value).tolist()
+                    for name, value in params.items()
+                    if np.ndim(value) == 1
+                },
+            }
+        )
+        x_test = np.asarray(data.x if s["x_is_train"] else s["x_test"])
+        return SampleResult(
+            draws=draws,
+            stats=stats,
+            x_test=x_test,
+            settings=settings,
+            timings=dict(self.timings),
+            complete=complete,
+            data=data,
+        )
+
+
+def _stacked(shapes):
+    # Per-step shapes with a leading thinning axis of length one.
+    return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((1, *s.shape), s.dtype), shapes)
+
+
+def _chunk_summary(stats, count=None):
+    """Mean acceptance, divergences and mean step size of a chunk's ``(draw, chain)`` stats."""
+    if count is not None:
+        stats = {k: np.asarray(v)[:count] for k, v in stats.items()}
+    step = stats.get("step_size")
+    return {
+        "acceptance_rate": float(np.mean(stats["acceptance_rate"])),
+        "diverging": int(np.sum(stats["diverging"])),
+        "step_size": float(np.mean(step)) if step is not None else float("nan"),
+    }
+
+
+def _bar(enabled, total, desc, initial=0):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, initial=initial, leave=True, dynamic_ncols=True)
+
+
+def _update_bar(bar, summary, count):
+    if bar is None:
+        return
+    postfix = {"acc": f"{summary['acceptance_rate']:.2f}"}
+    if np.isfinite(summary["step_size"]):
+        postfix["step"] = f"{summary['step_size']:.3g}"
+    if summary["diverging"]:
+        postfix["div"] = summary["diverging"]
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(count)
+
+
+def _param_shapes(net, data):
+    return jax.tree_util.tree_leaves(jax.eval_shape(net.init, jax.random.key(0), data.x))
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wide-bnn")
+    except PackageNotFoundError:  # pragma: no cover - source checkout without install
+        return "unknown"
