@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-_ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|data|attr|exc|obj|const):<code>(~?)([^<]*)</code>")
+_ROLE = re.compile(
+    r":(?:py:)?(?:func|class|meth|mod|data|attr|exc|obj|const):<code>(~?)([^<]*)</code>"
+)
 
 
 def _replace(match: re.Match) -> str:

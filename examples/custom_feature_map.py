@@ -23,6 +23,8 @@
 # `WIDE_BNN_EXAMPLE_SCALE` (default 1.0) shrinks channels, data and draws.
 
 # %%
+# A notebook: the environment is set before numpy/jax are imported.
+# ruff: noqa: E402
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -141,7 +143,9 @@ rp = wb.Repriorisation(cnn, data)
 print(rp)
 phi = rp.inverse(cnn_params)
 back = rp.forward(phi)
-for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(cnn_params)):
+for a, b in zip(
+    jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(cnn_params), strict=True
+):
     np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-8)
 
 lhs = rp.log_density(phi)

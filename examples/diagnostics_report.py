@@ -19,6 +19,9 @@
 # `WIDE_BNN_EXAMPLE_SCALE` (default 1.0) shrinks the width and the number of draws.
 
 # %%
+# A notebook: the environment is set before numpy/jax are imported, and a bare name at
+# the end of a cell displays it.
+# ruff: noqa: E402, B018
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -52,6 +55,7 @@ WIDTH = scaled(1024, 32)
 NUM_CHAINS = 4 if SCALE >= 0.5 else 2
 NUM_WARMUP, NUM_SAMPLES = scaled(500, 30), scaled(1000, 40)
 OUT = Path(os.environ.get("WIDE_BNN_EXAMPLE_OUT") or tempfile.mkdtemp(prefix="wide_bnn_diag_"))
+OUT.mkdir(parents=True, exist_ok=True)
 print(f"width {WIDTH}, {NUM_CHAINS} chains x {NUM_SAMPLES} draws; output in {OUT}")
 
 # %% [markdown]

@@ -16,9 +16,11 @@
 # the repriorised parameterisation with the standard one at the same budget.
 #
 # `WIDE_BNN_EXAMPLE_SCALE` (default 1.0) shrinks the width and the number of draws, e.g.
-# `WIDE_BNN_EXAMPLE_SCALE=0.05 python examples/quickstart.py` for a run of a few seconds.
+# `WIDE_BNN_EXAMPLE_SCALE=0.05 python examples/quickstart.py` for a quick run.
 
 # %%
+# A notebook: the environment is set before numpy/jax are imported.
+# ruff: noqa: E402
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/jax: slow Cholesky otherwise
@@ -166,9 +168,10 @@ for name, run in (("standard / nuts", standard), ("repriorised / pcn", result)):
 assert standard.draws["f_test"].shape == f_test.shape
 if SCALE >= 1:
     # The claim of the method, at the full width of 1024.
-    assert rows["repriorised / pcn"]["ESS/s f_test (min)"] > rows["standard / nuts"][
-        "ESS/s f_test (min)"
-    ]
+    assert (
+        rows["repriorised / pcn"]["ESS/s f_test (min)"]
+        > rows["standard / nuts"]["ESS/s f_test (min)"]
+    )
 
 # %% [markdown]
 # ## ArviZ

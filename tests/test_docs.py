@@ -156,3 +156,34 @@ def test_api_modules_import():
     # Pages reference modules by name; a typo or a removed module must fail loudly here too.
     for module in _public_modules():
         importlib.import_module(f"wide_bnn.{module}")
+
+
+def _make_figures_module():
+    spec = importlib.util.spec_from_file_location("make_figures", DOCS / "make_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_figures_draws_the_headline_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    make_figures = _make_figures_module()
+    rows = []
+    for width in (32, 128, 512):
+        for param, sampler, ess in (("repriorised", "pcn", 0.5), ("standard", "nuts", 0.01)):
+            row = {"width": width, "parameterisation": param, "sampler": sampler}
+            for variable in ("f_test", "f_test_mean"):
+                row[f"{variable}_ess_per_draw_min"] = ess * width / 512
+                row[f"{variable}_ess_per_s_min"] = 100 * ess
+            rows.append(row)
+    csv = tmp_path / "sweep.csv"
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    out = tmp_path / "figure.png"
+    assert make_figures.main([str(csv), "--out", str(out), "--dpi", "50"]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+    pd.DataFrame(rows).drop(columns=["f_test_ess_per_s_min"]).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="f_test_ess_per_s_min"):
+        make_figures.main([str(csv), "--out", str(out)])

@@ -6,6 +6,7 @@ exercised end to end by ``wide-bnn demo --quick`` in tests/test_cli.py.
 """
 
 import base64
+import functools
 import html.parser
 import io
 import os
@@ -82,7 +83,9 @@ def fake_result(rng, *, width, parameterisation, mix=0.1, draws=600, chains=4, f
     )
 
 
+@functools.cache
 def fake_sweep(*, frozen_standard=False) -> Sweep:
+    """Four synthetic runs (2 widths x 2 parameterisations); cached, never mutated."""
     rng = np.random.default_rng(7)
     nngp = (np.zeros((POINTS, 1)), np.full(POINTS, 1.0))
     slice_info = {"start": 6, "stop": 10, "t0": -0.25, "t1": 1.25}

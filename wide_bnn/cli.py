@@ -32,7 +32,7 @@ __all__ = ["main"]
 EXIT_USAGE = 2
 
 # Demo sizes: the full one finishes in a few minutes on 2 CPU cores; --quick is for tests.
-DEMO = {
+DEMO: dict[str, Any] = {
     "dataset": "diabetes",
     "n_train": 128,
     "n_test": 32,
@@ -45,7 +45,7 @@ DEMO = {
     # the strongest standard-parameterisation baseline.
     "samplers": {"repriorised": "pcn", "standard": "nuts"},
 }
-DEMO_QUICK = {
+DEMO_QUICK: dict[str, Any] = {
     "dataset": "diabetes",
     "n_train": 32,
     "n_test": 8,
@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         jax.config.update("jax_enable_x64", not args.float32)
         handler = {"demo": _demo, "sample": _sample, "report": _report}[args.command]
         with warnings.catch_warnings():
+            # An application shows warnings (once per place) instead of failing on them.
+            warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             return handler(args)
     except KeyboardInterrupt:

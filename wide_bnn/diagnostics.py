@@ -232,6 +232,9 @@ def save_inference_data(idata, path: str | os.PathLike) -> str:
 def load_inference_data(path: str | os.PathLike):
     """Read an :class:`arviz.InferenceData` written by :func:`save_inference_data`.
 
+    The file is read into memory and closed (recorded outputs are small), so it
+    can be overwritten afterwards, e.g. by a resumed run.
+
     Raises
     ------
     ValueError
@@ -239,7 +242,9 @@ def load_inference_data(path: str | os.PathLike):
     """
     if not os.path.exists(path):
         raise ValueError(f"path {os.fspath(path)!r} does not exist")
-    return _arviz().from_netcdf(os.fspath(path))
+    az = _arviz()
+    with az.rc_context({"data.load": "eager"}):
+        return az.from_netcdf(os.fspath(path))
 
 
 def as_inference_data(source):

@@ -45,6 +45,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.typing import ArrayLike
 
 from wide_bnn import linalg
 
@@ -207,7 +208,7 @@ class ReadoutConditional(NamedTuple):
 
 
 def readout_conditional(
-    psi: jax.Array, y: jax.Array, reg, *, route: str = "auto"
+    psi: jax.Array, y: jax.Array, reg: ArrayLike, *, route: str = "auto"
 ) -> ReadoutConditional:
     """Factorise the readout regression ``Y = psi B + noise`` with ridge ``reg``.
 
@@ -241,7 +242,9 @@ def readout_conditional(
     return ReadoutConditional(mean, factor, features, reg, ok)
 
 
-def unwhiten(psi: jax.Array, y: jax.Array, z: jax.Array, reg, *, route: str = "auto") -> jax.Array:
+def unwhiten(
+    psi: jax.Array, y: jax.Array, z: jax.Array, reg: ArrayLike, *, route: str = "auto"
+) -> jax.Array:
     """The repriorisation map of the readout, ``B = M + S z`` (shape (p, k)).
 
     See :func:`readout_conditional` for the arguments; ``z`` has shape (p, k).
@@ -249,12 +252,14 @@ def unwhiten(psi: jax.Array, y: jax.Array, z: jax.Array, reg, *, route: str = "a
     return readout_conditional(psi, y, reg, route=route).transform(z)
 
 
-def whiten(psi: jax.Array, y: jax.Array, b: jax.Array, reg, *, route: str = "auto") -> jax.Array:
+def whiten(
+    psi: jax.Array, y: jax.Array, b: jax.Array, reg: ArrayLike, *, route: str = "auto"
+) -> jax.Array:
     """Inverse of :func:`unwhiten`: ``z = S^-1 (B - M)`` (shape (p, k))."""
     return readout_conditional(psi, y, reg, route=route).whiten(b)
 
 
-def log_det(psi: jax.Array, y: jax.Array, reg, *, route: str = "auto") -> jax.Array:
+def log_det(psi: jax.Array, y: jax.Array, reg: ArrayLike, *, route: str = "auto") -> jax.Array:
     """``log |det dB/dZ| = (k/2) [p log reg - log det(G + reg I)]`` (scalar).
 
     Only ``y.shape[1]`` (the number of outputs ``k``) is used from ``y``.
@@ -266,7 +271,7 @@ def log_det(psi: jax.Array, y: jax.Array, reg, *, route: str = "auto") -> jax.Ar
 
 
 def log_marginal_gaussian_and_ok(
-    psi: jax.Array, y: jax.Array, noise_var, *, route: str = "auto"
+    psi: jax.Array, y: jax.Array, noise_var: ArrayLike, *, route: str = "auto"
 ) -> tuple[jax.Array, jax.Array]:
     """``sum_j log N(y_j; 0, psi psi^T + noise_var I)`` and whether it could be computed.
 
@@ -296,7 +301,9 @@ def log_marginal_gaussian_and_ok(
     return fn(psi, y, noise_var)
 
 
-def log_marginal_gaussian(psi: jax.Array, y: jax.Array, noise_var, *, route: str = "auto"):
+def log_marginal_gaussian(
+    psi: jax.Array, y: jax.Array, noise_var: ArrayLike, *, route: str = "auto"
+) -> jax.Array:
     """``sum_j log N(y_j; 0, psi psi^T + noise_var I)`` (scalar; ``-inf`` on failure).
 
     See :func:`log_marginal_gaussian_and_ok`.
@@ -396,8 +403,8 @@ def reprior_log_density_and_ok(
     psi: jax.Array,
     y: jax.Array,
     z: jax.Array,
-    noise_var,
-    kernel_reg=None,
+    noise_var: ArrayLike,
+    kernel_reg: ArrayLike | None = None,
     *,
     route: str = "auto",
 ) -> tuple[jax.Array, jax.Array]:
@@ -448,7 +455,15 @@ def reprior_log_density_and_ok(
     return _finish(value, cond.ok, psi)
 
 
-def reprior_log_density(psi, y, z, noise_var, kernel_reg=None, *, route: str = "auto"):
+def reprior_log_density(
+    psi: jax.Array,
+    y: jax.Array,
+    z: jax.Array,
+    noise_var: ArrayLike,
+    kernel_reg: ArrayLike | None = None,
+    *,
+    route: str = "auto",
+) -> jax.Array:
     """Readout part of the repriorised log-density (scalar, ``-inf`` on failure).
 
     See :func:`reprior_log_density_and_ok`.
@@ -459,7 +474,7 @@ def reprior_log_density(psi, y, z, noise_var, kernel_reg=None, *, route: str = "
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _prepare(psi, y, reg):
+def _prepare(psi, y, reg) -> tuple[jax.Array, jax.Array, jax.Array]:
     psi = jnp.asarray(psi)
     y = jnp.asarray(y)
     if psi.ndim != 2:

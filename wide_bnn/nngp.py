@@ -45,9 +45,9 @@ from wide_bnn.nets import MLPSpec, Network
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_QUADRATURE_ORDER",
+    "QUADRATURE_RTOL",
     "NNGPKernelEstimate",
     "NNGPPosterior",
-    "QUADRATURE_RTOL",
     "mlp_nngp_kernel",
     "nngp_kernel",
     "nngp_kernel_mc",
@@ -234,7 +234,13 @@ class _Recursion(NamedTuple):
 
     @property
     def activation(self) -> Activation:
-        return Activation(self.act_name, self.act_fn, self.negative_slope, self.positive_slope)
+        fn = _not_called if self.act_fn is None else self.act_fn
+        return Activation(self.act_name, fn, self.negative_slope, self.positive_slope)
+
+
+def _not_called(x):
+    """Stand-in function of a closed-form activation: its dual never evaluates it."""
+    raise AssertionError("closed-form duals do not evaluate the activation")
 
 
 def _layer_scales(rec: _Recursion, scales):
@@ -487,8 +493,9 @@ def mlp_nngp_kernel(
     """
     depth = _check_int("depth", depth, 0)
     act = get_activation(activation, negative_slope=negative_slope)
-    return _nngp(act, depth, (w_std, b_std, out_w_std, out_b_std), x1, x2, diag, block_size,
-                 quadrature_order)
+    return _nngp(
+        act, depth, (w_std, b_std, out_w_std, out_b_std), x1, x2, diag, block_size, quadrature_order
+    )
 
 
 def nngp_kernel(
@@ -535,8 +542,9 @@ def nngp_kernel(
     """
     spec = _mlp_spec(net)
     scales = (spec.w_std, spec.b_std, net.out_w_std, net.out_b_std)
-    return _nngp(spec.activation, len(spec.hidden), scales, x1, x2, diag, block_size,
-                 quadrature_order)
+    return _nngp(
+        spec.activation, len(spec.hidden), scales, x1, x2, diag, block_size, quadrature_order
+    )
 
 
 def _nngp(act, depth, scales, x1, x2, diag, block_size, quadrature_order):
@@ -555,11 +563,19 @@ def _nngp(act, depth, scales, x1, x2, diag, block_size, quadrature_order):
     # Closed forms never call the function: leaving it out of the static key avoids a
     # recompilation for every freshly built lambda (e.g. each wb.mlp(activation="gelu")).
     fn = None if _has_closed_form(act) else act.fn
-    rec = _Recursion(depth, act.name, fn, float(act.negative_slope),
-                     float(act.positive_slope), order)
+    rec = _Recursion(
+        depth, act.name, fn, float(act.negative_slope), float(act.positive_slope), order
+    )
     symmetric = x2 is None
-    kernel, error = _kernel(rec, scales, x1, x1 if symmetric else x2, block_size=block_size,
-                            symmetric=symmetric, diag=diag)
+    kernel, error = _kernel(
+        rec,
+        scales,
+        x1,
+        x1 if symmetric else x2,
+        block_size=block_size,
+        symmetric=symmetric,
+        diag=diag,
+    )
     # Under a trace (jit, grad) the estimate is abstract and the check is skipped.
     if not _is_traced(error) and float(error) > QUADRATURE_RTOL:
         warnings.warn(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from wide_bnn.diagnostics import (
     Diagnosis,
@@ -104,7 +105,8 @@ def plot_trace(
     draws = values.shape[1]
     lags = min(max_lag, draws - 1)
     for row, element in zip(axes, elements, strict=True):
-        series = values[(slice(None), slice(None), *element)]  # (chain, draw)
+        flat_index = int(np.ravel_multi_index(element, shape)) if shape else 0
+        series = values.reshape(*values.shape[:2], -1)[:, :, flat_index]  # (chain, draw)
         label = f"{var_name}[{','.join(map(str, element))}]"
         for chain, trace in enumerate(series):
             row[0].plot(trace, lw=0.6, alpha=0.8, label=f"chain {chain}")
@@ -135,6 +137,14 @@ def _worst_elements(diagnosis, var_name, shape, count):
             return [np.unravel_index(int(i), shape) for i in flat]
     total = int(np.prod(shape)) if shape else 1
     return [np.unravel_index(i, shape) for i in range(min(count, total))]
+
+
+def _width_axis(ax, widths) -> None:
+    ticks = sorted({int(w) for w in widths})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(w) for w in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("width")
 
 
 def _groups(table: pd.DataFrame):
@@ -197,9 +207,8 @@ def plot_ess_vs_width(
                     color=color,
                     label=f"{name}: {variable}",
                 )
-        ax.set_xscale("log", base=2)
+        _width_axis(ax, table["width"])
         ax.set_yscale("log")
-        ax.set_xlabel("width")
         ax.set_ylabel(f"{metric.replace('_', ' ')} ({stat} over points)")
         ax.grid(True, which="both", alpha=0.3)
     axes[-1].legend(fontsize="x-small")
@@ -227,10 +236,9 @@ def plot_distance_vs_width(table: pd.DataFrame) -> Figure:
             label=name,
         )
         ax.plot(part["width"], part["kl_noise_floor"], ":", color=color, lw=1)
-    ax.set_xscale("log", base=2)
+    _width_axis(ax, table["width"])
     if (table["kl_to_nngp"] > 0).all():
         ax.set_yscale("log")
-    ax.set_xlabel("width")
     ax.set_ylabel("mean KL(sampled || NNGP) per marginal")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")

@@ -255,25 +255,30 @@ def verdict(table: pd.DataFrame, diagnoses: Mapping[str, Diagnosis]) -> str:
     sentences = []
     widest = table["width"].max()
     top = table[table["width"] == widest]
-    reprior = top[top["parameterisation"] == "repriorised"]
-    standard = top[top["parameterisation"] == "standard"]
-    if len(reprior) and len(standard):
-        best_r = reprior.loc[reprior["f_test_ess_per_s_min"].idxmax()]
-        best_s = standard["f_test_ess_per_s_min"].max()
-        ratio = best_r["f_test_ess_per_s_min"] / best_s if best_s > 0 else math.inf
+    # ESS per second needs sampling times; a run resumed from a finished
+    # checkpoint has none, so fall back to ESS per draw.
+    column, unit = "f_test_ess_per_s_min", "effective draws per second"
+    if not top[column].notna().any():
+        column, unit = "f_test_ess_per_draw_min", "effective draws per draw"
+    reprior = _best_row(top[top["parameterisation"] == "repriorised"], column)
+    standard = _best_row(top[top["parameterisation"] == "standard"], column)
+    if reprior is not None and standard is not None:
+        best_s = standard[column]
+        ratio = reprior[column] / best_s if best_s > 0 else math.inf
         sentences.append(
-            f"At width {widest}, repriorised sampling ({best_r['sampler']}) reached "
-            f"{_fmt(best_r['f_test_ess_per_s_min'])} effective draws per second on the test "
-            f"predictions (worst test point), {_fmt(ratio)}x the standard parameterisation "
-            f"({_fmt(best_s)}/s)."
+            f"At width {widest}, repriorised sampling ({reprior['sampler']}) reached "
+            f"{_fmt(reprior[column])} {unit} on the test predictions (worst test point), "
+            f"{_fmt(ratio)}x the standard parameterisation ({standard['sampler']}, "
+            f"{_fmt(best_s)})."
         )
-    elif len(top):
-        best = top.loc[top["f_test_ess_per_s_min"].idxmax()]
-        sentences.append(
-            f"At width {widest}, the best run ({best['parameterisation']}, {best['sampler']}) "
-            f"reached {_fmt(best['f_test_ess_per_s_min'])} effective draws per second on the test "
-            "predictions (worst test point)."
-        )
+    else:
+        best = _best_row(top, column)
+        if best is not None:
+            sentences.append(
+                f"At width {widest}, the best run ({best['parameterisation']}, "
+                f"{best['sampler']}) reached {_fmt(best[column])} {unit} on the test "
+                "predictions (worst test point)."
+            )
     widths = sorted(table["width"].unique())
     if len(widths) > 1 and len(table[table["parameterisation"] == "repriorised"]):
         part = table[table["parameterisation"] == "repriorised"].groupby("width")
@@ -284,9 +289,12 @@ def verdict(table: pd.DataFrame, diagnoses: Mapping[str, Diagnosis]) -> str:
             f"{widths[0]}, {_fmt(per_draw.iloc[-1])} at width {widths[-1]})."
         )
     if "kl_to_nngp" in table and table["kl_to_nngp"].notna().any():
-        kl = table.groupby("width")["kl_to_nngp"].min()
+        rows = table[table["parameterisation"] == "repriorised"]
+        rows = rows if rows["kl_to_nngp"].notna().any() else table
+        kl = rows.groupby("width")["kl_to_nngp"].min().dropna()
+        name = "repriorised" if rows is not table else "sampled"
         sentences.append(
-            f"The sampled predictive marginals are {_fmt(kl.iloc[-1])} nats (mean KL) from the "
+            f"The {name} predictive marginals are {_fmt(kl.iloc[-1])} nats (mean KL) from the "
             f"infinite-width NNGP posterior at width {kl.index[-1]}"
             + (f", {_fmt(kl.iloc[0])} at width {kl.index[0]}." if len(kl) > 1 else ".")
         )
@@ -313,6 +321,11 @@ def verdict(table: pd.DataFrame, diagnoses: Mapping[str, Diagnosis]) -> str:
             "effective draws)."
         )
     return " ".join(sentences)
+
+
+def _best_row(frame: pd.DataFrame, column: str):
+    values = frame[column].dropna()
+    return None if values.empty else frame.loc[values.idxmax()]
 
 
 def _settings_table(runs: _Runs) -> pd.DataFrame:

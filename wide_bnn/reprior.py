@@ -21,6 +21,7 @@ pure functions of :mod:`wide_bnn.gaussian`, which hold the algebra and the route
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import jax
@@ -64,10 +65,13 @@ class Repriorisation:
     ----------
     net, data, kernel_reg, route
         As given (``kernel_reg`` resolved to a float, ``route`` to a concrete route).
+    noise_var : float
+        ``noise_std**2``.
     num_features : int
         ``p``, the readout fan-in (plus one with a readout bias).
     exact : bool
-        Whether ``kernel_reg`` is ``noise_std**2`` (given as ``None``).
+        Whether ``kernel_reg == noise_std**2`` (then ``Z`` is exactly N(0, I) and
+        :meth:`log_density` uses the collapsed identity).
 
     Notes
     -----
@@ -110,7 +114,7 @@ class Repriorisation:
         if kernel_reg is None:
             reg = noise_var
         else:
-            ok = isinstance(kernel_reg, int | float) and not isinstance(kernel_reg, bool)
+            ok = isinstance(kernel_reg, numbers.Real) and not isinstance(kernel_reg, bool)
             if not ok or not math.isfinite(kernel_reg) or kernel_reg <= 0:
                 raise ValueError(f"kernel_reg must be a positive finite float, got {kernel_reg!r}")
             reg = float(kernel_reg)
@@ -119,7 +123,7 @@ class Repriorisation:
         self.data = data
         self.noise_var = noise_var
         self.kernel_reg = reg
-        self.exact = kernel_reg is None
+        self.exact = reg == noise_var
         self.num_features = shapes["readout"]["w"].shape[0] + int(net.has_readout_bias)
         self.route = gaussian.resolve_route(route, data.num_points, self.num_features)
         self._shapes = shapes

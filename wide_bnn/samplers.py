@@ -74,6 +74,7 @@ __all__ = [
     "Kernel",
     "SamplerInfo",
     "build_kernel",
+    "pcnl_log_ratio",
     "resolve_options",
 ]
 
@@ -241,7 +242,7 @@ _CHECKS = {
 class _TuneState(NamedTuple):
     da_state: Any
     mm_state: Any
-    log_step: jax.Array
+    step_size: jax.Array
     inverse_mass_matrix: jax.Array
 
 
@@ -249,7 +250,8 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
     """Stan-style windowed tuning of a step size and a diagonal inverse mass matrix.
 
     ``to_params(step_size, inverse_mass_matrix) -> params`` maps the tuned values
-    (cast to ``dtype``) to the kernel's parameters.
+    (cast to ``dtype``) to the kernel's parameters. A step size that is not tuned is
+    used exactly as given.
     """
     da_init, da_update, da_final = dual_averaging_adaptation(target)
     mm_init, mm_update, mm_final = mass_matrix_adaptation(is_diagonal_matrix=True)
@@ -259,44 +261,43 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
         return to_params(jnp.asarray(step, dtype), jnp.asarray(imm, dtype))
 
     def init():
-        da_state = da_init(initial_step)
         mm_state = mm_init(dim)
-        return _TuneState(da_state, mm_state, jnp.log(initial_step), mm_state.inverse_mass_matrix)
+        step = jnp.asarray(initial_step, dtype)
+        return _TuneState(da_init(initial_step), mm_state, step, mm_state.inverse_mass_matrix)
 
     def update(tune, stage, position, acceptance_rate):
         window, is_window_end = stage[0], stage[1]
-        # A NaN acceptance (never expected: rejections report 0) must not poison tuning.
-        acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
-        da_state = da_update(tune.da_state, acceptance_rate) if adapt_step else tune.da_state
-        log_step = da_state.log_step_size if adapt_step else tune.log_step
-        mm_state = tune.mm_state
+        da_state, mm_state = tune.da_state, tune.mm_state
+        if adapt_step:
+            # A NaN acceptance (not expected: rejections report 0) must not poison tuning.
+            acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
+            da_state = da_update(da_state, acceptance_rate)
         if adapt_mass:
             mm_state = jax.lax.cond(
                 window == 1, lambda s: mm_update(s, position), lambda s: s, mm_state
             )
 
-        def window_end(args):
-            # Slow window done: new mass matrix, and restart dual averaging from the
-            # window's averaged step size (as Stan and BlackJAX do).
-            da_state, mm_state = args
-            mm_state = mm_final(mm_state)
-            if adapt_step:
-                da_state = da_init(da_final(da_state))
-            return da_state, mm_state
+            def window_end(args):
+                # Slow window done: new mass matrix, and restart dual averaging from the
+                # window's averaged step size (as Stan and BlackJAX do).
+                da_state, mm_state = args
+                if adapt_step:
+                    da_state = da_init(da_final(da_state))
+                return da_state, mm_final(mm_state)
 
-        if adapt_mass:
             da_state, mm_state = jax.lax.cond(
                 is_window_end, window_end, lambda args: args, (da_state, mm_state)
             )
-            if adapt_step:
-                log_step = da_state.log_step_size
-        return _TuneState(da_state, mm_state, log_step, mm_state.inverse_mass_matrix)
+        step = tune.step_size
+        if adapt_step:
+            step = jnp.exp(da_state.log_step_size).astype(dtype)
+        return _TuneState(da_state, mm_state, step, mm_state.inverse_mass_matrix)
 
     def current(tune):
-        return cast(jnp.exp(tune.log_step), tune.inverse_mass_matrix)
+        return cast(tune.step_size, tune.inverse_mass_matrix)
 
     def final(tune):
-        step = da_final(tune.da_state) if adapt_step else jnp.exp(tune.log_step)
+        step = da_final(tune.da_state) if adapt_step else tune.step_size
         return cast(step, tune.inverse_mass_matrix)
 
     def schedule(num_warmup):
@@ -454,18 +455,9 @@ def _build_langevin(logdensity_fn, loglik_fn, dim, dtype, options):
         delta = alpha / 2
         # ghmc squares its "momentum_inverse_scale" into the inverse mass matrix.
         scale = jnp.sqrt(params["inverse_mass_matrix"])
-        new_state, info = kernel(
-            key, state, logdensity_fn, params["step_size"], scale, alpha, delta
-        )
-        # BlackJAX computes the rejected branch's slice as u * (exp(-dE) * 0 + 1), which is
-        # NaN when exp(-dE) overflows (dE < -709 or -inf, e.g. a NaN proposal), freezing
-        # the chain forever. On rejection the correct value is the translated slice.
-        translated = jnp.asarray(((state.slice + 1.0 + delta) % 2) - 1.0, dtype)
-        new_state = new_state._replace(
-            slice=jnp.where(info.is_accepted, jnp.asarray(new_state.slice, dtype), translated)
-        )
+        state, info = kernel(key, state, logdensity_fn, params["step_size"], scale, alpha, delta)
         stats = _hmc_stats(info, params["step_size"], 1)
-        return new_state, stats
+        return state, stats
 
     tuning = _hmc_tuning(dim, dtype, options, 0.9, to_params)
     return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS)
@@ -533,6 +525,26 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options):
     return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names)
 
 
+def pcnl_log_ratio(u, v, loglik_u, loglik_v, grad_u, grad_v, scale):
+    """Log Metropolis-Hastings ratio of the pCN-Langevin move ``u -> v``.
+
+    Target ``exp(-Phi(x)) N(x; 0, I)`` with the full potential ``Phi = -loglik``;
+    proposal ``q(v | u) = N(v; a u - (1 - a) g_u, s^2 I)``, ``a = sqrt(1 - s^2)``,
+    ``g = grad Phi``. The prior and proposal terms in ``||x||^2`` cancel analytically
+    (the pCN proposal is reversible for N(0, I)), leaving
+
+        Phi(u) - Phi(v) - [<u - a v, g_v> - <v - a u, g_u>] / (1 + a)
+        - (1 - a) / (2 (1 + a)) (||g_v||^2 - ||g_u||^2),
+
+    which avoids the large, cancelling ``||x||^2`` terms of the textbook formula.
+    """
+    a = jnp.sqrt(1.0 - jnp.square(scale))
+    g_u, g_v = -grad_u, -grad_v
+    cross = jnp.vdot(u - a * v, g_v) - jnp.vdot(v - a * u, g_u)
+    norms = jnp.sum(jnp.square(g_v)) - jnp.sum(jnp.square(g_u))
+    return (loglik_v - loglik_u) - cross / (1.0 + a) - (1.0 - a) / (2.0 * (1.0 + a)) * norms
+
+
 class PCNLState(NamedTuple):
     """State of the pCN-Langevin kernel: position, log-likelihood part and its gradient."""
 
@@ -551,24 +563,17 @@ def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
         return PCNLState(position, value, grad)
 
     def step(key, state, params):
-        # Target exp(-Phi(x)) N(x; 0, I) with Phi = -loglik (the FULL non-prior part).
-        # Proposal (Cotter et al. 2013, C = I): v = a u + (1 - a) grad loglik(u) + s xi,
-        # a = sqrt(1 - s^2). The prior terms of the MH ratio cancel analytically; what
-        # is left avoids the large ||x||^2 terms:
-        # log r = Phi(u) - Phi(v) - [<u - a v, g_v> - <v - a u, g_u>] / (1 + a)
-        #         - (1 - a) / (2 (1 + a)) (||g_v||^2 - ||g_u||^2),   g = grad Phi.
         key_noise, key_accept = jax.random.split(key)
         scale = params["scale"]
         a = jnp.sqrt(1.0 - jnp.square(scale))
-        u, g_u = state.position, -state.logdensity_grad
+        u = state.position
         noise = jax.random.normal(key_noise, u.shape, u.dtype)
-        v = a * u - (1.0 - a) * g_u + scale * noise
+        # Cotter et al. (2013) pCNL with C = I: v = a u + (1 - a) grad loglik(u) + s xi.
+        v = a * u + (1.0 - a) * state.logdensity_grad + scale * noise
         loglik_v, grad_v = value_and_grad(v)
-        g_v = -grad_v
-        cross = jnp.vdot(u - a * v, g_v) - jnp.vdot(v - a * u, g_u)
-        norms = jnp.sum(jnp.square(g_v)) - jnp.sum(jnp.square(g_u))
-        log_ratio = (loglik_v - state.logdensity) - cross / (1.0 + a)
-        log_ratio = log_ratio - (1.0 - a) / (2.0 * (1.0 + a)) * norms
+        log_ratio = pcnl_log_ratio(
+            u, v, state.logdensity, loglik_v, state.logdensity_grad, grad_v, scale
+        )
         proposal_ok = jnp.isfinite(loglik_v) & jnp.all(jnp.isfinite(grad_v))
         log_ratio = jnp.where(proposal_ok & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
         acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
@@ -732,4 +737,19 @@ def build_kernel(
     Kernel
     """
     resolved = resolve_options(sampler, options or {})
-    return SAMPLERS[sampler].build(logdensity_fn, loglik_fn, int(dim), jnp.dtype(dtype), resolved)
+
+    # NaN or +inf must reject, never be accepted (elliptical slice would take a NaN,
+    # since `NaN <= threshold` is False) nor poison tuning: map them to -inf.
+    def safe_logdensity(position):
+        return _finite(logdensity_fn(position))
+
+    def safe_loglik(position):
+        return _finite(loglik_fn(position))
+
+    return SAMPLERS[sampler].build(
+        safe_logdensity, safe_loglik, int(dim), jnp.dtype(dtype), resolved
+    )
+
+
+def _finite(value):
+    return jnp.where(jnp.isfinite(value), value, -jnp.inf)

@@ -168,13 +168,12 @@ def run_row(source, diagnosis: Diagnosis, comparison: NNGPComparison | None = No
         "acceptance_rate": info["acceptance_rate"],
     }
     for variable in TABLE_VARIABLES:
-        present = variable in diagnosis.summary.index
-        stats = diagnosis.summary.loc[variable] if present else None
-        for metric in _METRICS:
-            for stat in ("min", "median"):
-                key = f"{metric}_{stat}"
-                row[f"{variable}_{key}"] = float(stats[key]) if present else math.nan
-        row[f"{variable}_rhat_max"] = float(stats["rhat_max"]) if present else math.nan
+        keys = [f"{m}_{stat}" for m in _METRICS for stat in ("min", "median")] + ["rhat_max"]
+        if variable in diagnosis.summary.index:
+            stats = diagnosis.summary.loc[variable]
+            row.update({f"{variable}_{key}": float(stats[key]) for key in keys})
+        else:
+            row.update({f"{variable}_{key}": math.nan for key in keys})
     summary = comparison.summary() if comparison is not None else {}
     for key in ("kl_to_nngp", "kl_to_nngp_mcse", "kl_noise_floor", "z_mean_rms"):
         row[key] = summary.get(key, math.nan)
@@ -288,13 +287,17 @@ def width_sweep(
     if int(slice_points) < 0:
         raise ValueError(f"slice_points must be >= 0, got {slice_points}")
     train, x_test = _resolve_data(data, x_test, dtype)
-    slice_info = None
+    slice_info: dict[str, float] | None = None
     if slice_points:
         points, t = input_slice(np.asarray(train.x[0]), np.asarray(train.x[1]), slice_points)
         start = int(x_test.shape[0])
         x_test = np.concatenate([np.asarray(x_test), points.astype(np.asarray(x_test).dtype)])
-        slice_info = {"start": start, "stop": start + int(slice_points)}
-        slice_info.update({"t0": float(t[0]), "t1": float(t[-1])})
+        slice_info = {
+            "start": start,
+            "stop": start + int(slice_points),
+            "t0": float(t[0]),
+            "t1": float(t[-1]),
+        }
     x_test = _as_jax(x_test, train.dtype)
     make_net = network or _default_network(train.out_dim, depth, activation)
     plan = [
