@@ -398,15 +398,16 @@ class Interrupt:
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    counting = CountingNetwork()
-    net, data, x_test = counting.net, counting.data, counting.x_test
+    # Separate (identical) networks, so that JAX's caches keyed on the function do not
+    # make the second run trace less than the first.
     runs, calls = {}, {}
-    counting.calls = 0
-    runs["chunked"] = sample(net, data, x_test=x_test, chunk_size=5, **ENGINE)
-    calls["chunked"] = counting.calls
-    counting.calls = 0
-    runs["one_scan"] = sample(net, data, x_test=x_test, chunk_size=30, **ENGINE)
-    calls["one_scan"] = counting.calls
+    for name, chunk_size in [("chunked", 5), ("one_scan", 30)]:
+        counting = CountingNetwork()
+        runs[name] = sample(
+            counting.net, counting.data, x_test=counting.x_test, chunk_size=chunk_size, **ENGINE
+        )
+        calls[name] = counting.calls
+    net, data, x_test = counting.net, counting.data, counting.x_test
     directory = str(tmp_path_factory.mktemp("checkpoint"))
     patcher = pytest.MonkeyPatch()
     # 30 warm-up iterations in chunks of 5 are calls 1-6; sampling chunks start at 7.

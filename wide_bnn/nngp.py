@@ -627,26 +627,30 @@ def nngp_kernel_mc(
         raise ValueError(f"net must be a wide_bnn Network, got {type(net).__name__}")
     num_samples = _check_int("num_samples", num_samples, 2)
     x1, x2 = _check_pair(x1, x2, feature_ndim=None)
-    other = x1 if x2 is None else x2
-    keys = jax.random.split(key, num_samples)
+    symmetric = x2 is None
 
-    def step(carry, key_count):
-        mean, m2 = carry
-        key_s, count = key_count
-        hidden = net.init(key_s, x1)["hidden"]
-        psi1 = net.readout_features(hidden, x1)
-        psi2 = psi1 if x2 is None else net.readout_features(hidden, other)
-        sample = psi1 @ psi2.T
-        # Welford's update: no cancellation in float32, unlike sum of squares.
-        delta = sample - mean
-        mean = mean + delta / count
-        return (mean, m2 + delta * (sample - mean)), None
+    # One compilation per call: the network is closed over, never hashed.
+    @jax.jit
+    def estimate(key, x1, x2):
+        def step(carry, key_count):
+            mean, m2 = carry
+            key_s, count = key_count
+            hidden = net.init(key_s, x1)["hidden"]
+            psi1 = net.readout_features(hidden, x1)
+            psi2 = psi1 if symmetric else net.readout_features(hidden, x2)
+            sample = psi1 @ psi2.T
+            # Welford's update: no cancellation in float32, unlike a sum of squares.
+            delta = sample - mean
+            mean = mean + delta / count
+            return (mean, m2 + delta * (sample - mean)), None
 
-    zeros = jnp.zeros((x1.shape[0], other.shape[0]), x1.dtype)
-    counts = jnp.arange(1, num_samples + 1, dtype=x1.dtype)
-    (mean, m2), _ = jax.lax.scan(step, (zeros, zeros), (keys, counts))
-    standard_error = jnp.sqrt(m2 / ((num_samples - 1) * num_samples))
-    return NNGPKernelEstimate(mean, standard_error)
+        keys = jax.random.split(key, num_samples)
+        zeros = jnp.zeros((x1.shape[0], x2.shape[0]), x1.dtype)
+        counts = jnp.arange(1, num_samples + 1, dtype=x1.dtype)
+        (mean, m2), _ = jax.lax.scan(step, (zeros, zeros), (keys, counts))
+        return NNGPKernelEstimate(mean, jnp.sqrt(m2 / ((num_samples - 1) * num_samples)))
+
+    return estimate(key, x1, x1 if symmetric else x2)
 
 
 # -- GP posterior ----------------------------------------------------------------------------
@@ -662,12 +666,36 @@ def _check_data(data) -> RegressionData:
     return data
 
 
+@jax.jit
+def _add_noise(kernel, noise_var):
+    eye = jnp.eye(kernel.shape[0], dtype=kernel.dtype)
+    return kernel + noise_var.astype(kernel.dtype) * eye
+
+
 def _factor(net: Network, data: RegressionData):
     kernel = nngp_kernel(net, data.x)
-    noise_var = jnp.asarray(data.noise_std**2, kernel.dtype)
-    eye = jnp.eye(kernel.shape[0], dtype=kernel.dtype)
-    factor, _ = cholesky_with_jitter(kernel + noise_var * eye, what="NNGP kernel + noise_std^2 I")
+    noisy = _add_noise(kernel, jnp.asarray(data.noise_std**2))
+    factor, _ = cholesky_with_jitter(noisy, what="NNGP kernel + noise_std^2 I")
     return factor
+
+
+@functools.partial(jax.jit, static_argnames="full_cov")
+def _posterior(factor, y, cross, test, *, full_cov: bool) -> NNGPPosterior:
+    mean = cross @ cho_solve((factor, True), y)
+    half = solve_triangular(factor, cross.T, lower=True)  # (n, m)
+    if full_cov:
+        cov = test - half.T @ half
+        return NNGPPosterior(mean, 0.5 * (cov + cov.T))
+    # Only rounding can make a posterior variance negative.
+    return NNGPPosterior(mean, jnp.maximum(test - jnp.sum(half * half, axis=0), 0))
+
+
+@jax.jit
+def _log_marginal(factor, y):
+    white = solve_triangular(factor, y, lower=True)  # (n, k)
+    n, k = y.shape
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
+    return -0.5 * jnp.sum(white * white) - 0.5 * k * log_det - 0.5 * n * k * math.log(2 * math.pi)
 
 
 def nngp_predict(
@@ -716,14 +744,8 @@ def nngp_predict(
         raise ValueError(f"full_cov must be a bool, got {full_cov!r}")
     factor = _factor(net, data)
     cross = nngp_kernel(net, x_test, data.x)  # (m, n)
-    mean = cross @ cho_solve((factor, True), data.y)
-    half = solve_triangular(factor, cross.T, lower=True)  # (n, m)
-    if full_cov:
-        cov = nngp_kernel(net, x_test) - half.T @ half
-        return NNGPPosterior(mean, 0.5 * (cov + cov.T))
-    variance = nngp_kernel(net, x_test, diag=True) - jnp.sum(half * half, axis=0)
-    # Only rounding can make a posterior variance negative.
-    return NNGPPosterior(mean, jnp.maximum(variance, 0))
+    test = nngp_kernel(net, x_test, diag=not full_cov)
+    return _posterior(factor, data.y, cross, test, full_cov=full_cov)
 
 
 def nngp_log_marginal_likelihood(net: Network, data: RegressionData) -> jax.Array:
@@ -743,8 +765,4 @@ def nngp_log_marginal_likelihood(net: Network, data: RegressionData) -> jax.Arra
     """
     _mlp_spec(net)
     data = _check_data(data)
-    factor = _factor(net, data)
-    white = solve_triangular(factor, data.y, lower=True)  # (n, k)
-    n, k = data.y.shape
-    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
-    return -0.5 * jnp.sum(white * white) - 0.5 * k * log_det - 0.5 * n * k * math.log(2 * math.pi)
+    return _log_marginal(_factor(net, data), data.y)

@@ -394,7 +394,7 @@ def readout_posterior(
     x_test: jax.Array | None = None,
     name: str | None = None,
     batch_ndims: int = 1,
-    batch_size: int | None = None,
+    batch_size: int = 64,
     **model_kwargs,
 ) -> dict[str, jax.Array]:
     """Exact readout draws (and predictions) given posterior draws of everything else.
@@ -424,8 +424,9 @@ def readout_posterior(
     batch_ndims : int
         Number of leading batch dims of ``samples`` (1 for ``get_samples()``, 2 for
         ``get_samples(group_by_chain=True)``).
-    batch_size : int, optional
-        Draws processed at once (bounds memory); default all.
+    batch_size : int
+        Draws processed at once (vectorised); bounds the memory, which is about
+        ``batch_size`` copies of the (n, p) features.
 
     Returns
     -------
@@ -456,9 +457,7 @@ def readout_posterior(
     flat = {
         key: value.reshape((num_draws, *value.shape[batch_ndims:])) for key, value in leaves.items()
     }
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
 
     def one(args):
@@ -479,7 +478,7 @@ def readout_posterior(
         return out
 
     keys = jax.random.split(rng_key, num_draws)
-    result = jax.lax.map(one, (keys, flat), batch_size=batch_size)
+    result = jax.lax.map(one, (keys, flat), batch_size=min(batch_size, num_draws))
     ok = result.pop("ok")
     failed = int(jnp.sum(~ok))
     if failed:
