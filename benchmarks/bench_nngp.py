@@ -11,6 +11,11 @@ Usage::
 
     python benchmarks/bench_nngp.py                        # n = 1000, 10000; relu, gelu, tanh
     python benchmarks/bench_nngp.py --sizes 1000 2000 --activations relu --repeats 3
+    python benchmarks/bench_nngp.py --skip-accuracy        # timing table only
+
+Then three accuracy tables (float64): closed-form duals against high-order
+quadrature, tanh quadrature against its order, and the kernel against the
+empirical kernels of random networks of growing width.
 
 ``tanh`` (Gauss-Hermite quadrature, cost ~ order^2 per entry and layer) is only
 run up to ``--max-quadrature-n`` points.
@@ -75,6 +80,66 @@ def bench_one(activation: str, n: int, args) -> dict:
     }
 
 
+def accuracy_tables(args) -> None:
+    """Closed forms against quadrature, quadrature against its order, kernel against wide nets."""
+    from wide_bnn.activations import get_activation
+    from wide_bnn.nngp import _dual
+
+    grid = [
+        (k11, rho * (k11 * k22) ** 0.5, k22)
+        for k11 in (0.1, 1.0, 4.0)
+        for k22 in (0.3, 1.0, 2.5)
+        for rho in (-1.0, -0.9, -0.3, 0.0, 0.5, 0.99, 1.0)
+    ]
+    k11, k12, k22 = (jnp.asarray(c, jnp.float64) for c in zip(*grid, strict=True))
+    print("\n## Closed-form duals against 2-D Gauss-Hermite quadrature (63 (k11, k12, k22) points)")
+    print("| activation | quadrature order | max abs difference | max relative difference |")
+    print("|---|---|---|---|")
+    for name in ("relu", "leaky_relu", "abs", "gelu", "erf", "identity"):
+        act = get_activation(name)
+        closed = np.asarray(_dual(act, 2, k11, k12, k22))
+        order = 200 if act.is_piecewise_linear else 100
+        quad = np.asarray(_dual(get_activation(lambda u, f=act.fn: f(u)), order, k11, k12, k22))
+        diff = np.abs(closed - quad)
+        rel = np.max(diff / np.maximum(np.abs(quad), 1e-12))
+        print(f"| {name} | {order} | {diff.max():.1e} | {rel:.1e} |")
+
+    print("\n## tanh by quadrature: error against order 300, over the same grid")
+    print("| order | max abs error | max abs error, variances <= 1 |")
+    print("|---|---|---|")
+    tanh = get_activation("tanh")
+    reference = np.asarray(_dual(tanh, 300, k11, k12, k22))
+    small = np.asarray((k11 <= 1) & (k22 <= 1))
+    for order in (16, 32, 48, 64, 100):
+        err = np.abs(np.asarray(_dual(tanh, order, k11, k12, k22)) - reference)
+        print(f"| {order} | {err.max():.1e} | {err[small].max():.1e} |")
+
+    print(
+        f"\n## Kernel against random networks (depth {args.depth}, relu, n = 64, "
+        f"{args.networks} networks per width): relative Frobenius error"
+    )
+    print("| width | one network, mean | one network, max | average of all networks |")
+    print("|---|---|---|---|")
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((64, args.input_dim)))
+    for width in args.widths:
+        net = wb.mlp(hidden=(width,) * args.depth, activation="relu")
+        kernel = np.asarray(nngp_kernel(net, x))
+
+        @jax.jit
+        def empirical(key, net=net):
+            psi = net.readout_features(net.init(key, x)["hidden"], x)
+            return psi @ psi.T
+
+        samples = [
+            np.asarray(empirical(k)) for k in jax.random.split(jax.random.key(width), args.networks)
+        ]
+        norm = np.linalg.norm(kernel)
+        single = [np.linalg.norm(s - kernel) / norm for s in samples]
+        average = np.linalg.norm(np.mean(samples, axis=0) - kernel) / norm
+        print(f"| {width} | {np.mean(single):.4f} | {np.max(single):.4f} | {average:.4f} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
@@ -85,8 +150,11 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     parser.add_argument("--max-quadrature-n", type=int, default=1000)
+    parser.add_argument("--skip-accuracy", action="store_true", help="timing table only")
+    parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--networks", type=int, default=8)
     args = parser.parse_args(argv)
-    if args.dtype == "float64":
+    if args.dtype == "float64" or not args.skip_accuracy:
         jax.config.update("jax_enable_x64", True)
 
     print(
@@ -114,6 +182,8 @@ def main(argv=None) -> None:
                 f"{row['finite']} | {row['symmetric']} | {row['peak_rss_gib']:.2f} |",
                 flush=True,
             )
+    if not args.skip_accuracy:
+        accuracy_tables(args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ CHROMIUM = "/usr/bin/chromium"
 POINTS = 10  # 6 test points + a 4-point slice
 
 
-def fake_result(rng, *, width, parameterisation, mix=0.1, draws=600, chains=4, frozen=False):
+def fake_result(rng, *, width, parameterisation, mix=0.1, draws=1000, chains=4, frozen=False):
     """A run whose hidden part is AR(1) with coefficient ``mix`` (frozen: never moves)."""
     shape = (chains, draws, POINTS, 1)
     hidden = np.empty(shape)
@@ -96,7 +96,7 @@ def fake_sweep(*, frozen_standard=False) -> Sweep:
                 rng,
                 width=width,
                 parameterisation=param,
-                mix=0.1 if param == "repriorised" else 0.4,
+                mix=0.1 if param == "repriorised" else 0.3,
                 frozen=frozen_standard and param == "standard",
             )
             label = f"w{width}-{param}-{result.settings['sampler']}"
@@ -173,7 +173,7 @@ def test_width_sweep_runs_every_combination_with_the_same_budget(monkeypatch):
             rng, width=net.spec.hidden[0], parameterisation=parameterisation, frozen=frozen
         )
         result.draws = {k: v[:, :, : x_test.shape[0]] for k, v in result.draws.items()}
-        result.draws["projections"] = rng.normal(size=(4, 600, 3))
+        result.draws["projections"] = rng.normal(size=(4, 1000, 3))
         result.settings["sampler"] = sampler or "nuts"
         return result
 
@@ -189,7 +189,7 @@ def test_width_sweep_runs_every_combination_with_the_same_budget(monkeypatch):
             sampler_options={"pcn": {"scale": 0.5}},
             num_chains=4,
             num_warmup=7,
-            num_samples=600,
+            num_samples=1000,
             seed=5,
             slice_points=4,
             progress=False,
@@ -202,7 +202,7 @@ def test_width_sweep_runs_every_combination_with_the_same_budget(monkeypatch):
         for s, p in (("pcn", "repriorised"), ("elliptical", "repriorised"), ("nuts", "standard"))
     }
     for _, sampler, _, budget, shape in calls:
-        assert budget["num_warmup"] == 7 and budget["num_samples"] == 600
+        assert budget["num_warmup"] == 7 and budget["num_samples"] == 1000
         assert budget["seed"] == 5 and budget["num_chains"] == 4
         assert budget.get("scale") == (0.5 if sampler == "pcn" else None)
         assert shape == (10, 2)  # 6 test points + 4 slice points
@@ -249,7 +249,7 @@ def test_plot_trace_shows_the_worst_mixing_elements():
     rng = np.random.default_rng(1)
     result = fake_result(rng, width=32, parameterisation="repriorised")
     # element 4 is stuck: it must be among those drawn
-    result.draws["f_test_mean"][:, :, 4] = np.linspace(0, 1, 600)[None, :, None]
+    result.draws["f_test_mean"][:, :, 4] = np.linspace(0, 1, 1000)[None, :, None]
     diagnosis = diagnose(result, emit=False)
     figure = plot_trace(result, "f_test_mean", diagnosis=diagnosis, max_elements=2)
     assert len(figure.axes) == 4
@@ -308,6 +308,8 @@ def test_report_of_a_sweep_is_self_contained(tmp_path):
 
 def test_report_from_a_saved_run_directory(tmp_path):
     sweep = fake_sweep()
+    (tmp_path / "run" / "runs").mkdir(parents=True)
+    (tmp_path / "run" / "runs" / "w4-old-run.nc").write_bytes(b"stale")
     sweep.save(tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run" / "runs").iterdir()) == sorted(
         f"{label}.nc" for label in sweep.results

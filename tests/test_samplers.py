@@ -108,7 +108,16 @@ def truncated_moments():
     return np.array([first.mean(), *MU[1:]]), np.array([first.var(), *SD[1:] ** 2])
 
 
-@pytest.mark.parametrize("name", ALL)
+# Fast: the kernels with their own NaN handling (elliptical slice would accept a NaN,
+# pCNL is hand-written, GHMC carries a persistent slice); the others are BlackJAX's
+# standard MH kernels, also covered end-to-end in test_sampling.py.
+FAST_KERNELS = ("langevin", "pcnl", "elliptical")
+KERNEL_CASES = [
+    name if name in FAST_KERNELS else pytest.param(name, marks=pytest.mark.slow) for name in ALL
+]
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
 def test_kernel_exact_on_gaussian_with_nan_region(name):
     kernel = build_kernel(name, nan_gaussian_logdensity, nan_gaussian_loglik, 3, jnp.float64)
     start = jnp.asarray(MU - np.array([0.5, 0.0, 0.0]))[None, :]

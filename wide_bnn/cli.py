@@ -38,8 +38,8 @@ DEMO: dict[str, Any] = {
     "n_test": 24,
     "widths": [32, 128, 512],
     "num_chains": 4,
-    "num_warmup": 200,
-    "num_samples": 400,
+    "num_warmup": 150,
+    "num_samples": 300,
     "slice_points": 25,
     # pCN is the best repriorised sampler from width ~512 (BENCHMARKS.md); NUTS is
     # the strongest standard-parameterisation baseline. In the standard

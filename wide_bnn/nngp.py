@@ -11,7 +11,11 @@ layer recursion (``K^l`` is the pre-activation covariance of layer ``l``)::
 with ``K = out_w_std^2 * x.x' / d_in + out_b_std^2`` when there is no hidden layer.
 The expectation (the *dual* of the activation) has a closed form for relu and the
 piecewise-linear family, erf, exact gelu and the identity; any other activation is
-integrated by 2-D Gauss-Hermite quadrature.
+integrated by 2-D Gauss-Hermite quadrature. Quadrature converges slowly when a
+pre-activation variance is large (the integrand then varies on a scale much finer
+than the Gaussian), so every quadrature kernel estimates its own error by redoing
+the diagonal with twice the order and warns (``NumericalWarning``) above
+:data:`QUADRATURE_RTOL`.
 
 Every kernel entry only needs its own cross covariance and the two diagonal
 trajectories, so large inputs are computed tile by tile: the diagonal
@@ -628,29 +632,36 @@ def nngp_kernel_mc(
     num_samples = _check_int("num_samples", num_samples, 2)
     x1, x2 = _check_pair(x1, x2, feature_ndim=None)
     symmetric = x2 is None
+    x2 = x1 if symmetric else x2
+    try:
+        hash(net)
+    except TypeError:  # unhashable user callables: compile a closure for this call only
+        return jax.jit(functools.partial(_mc_kernel, net, num_samples, symmetric))(key, x1, x2)
+    return _mc_kernel_cached(net, num_samples, symmetric, key, x1, x2)
 
-    # One compilation per call: the network is closed over, never hashed.
-    @jax.jit
-    def estimate(key, x1, x2):
-        def step(carry, key_count):
-            mean, m2 = carry
-            key_s, count = key_count
-            hidden = net.init(key_s, x1)["hidden"]
-            psi1 = net.readout_features(hidden, x1)
-            psi2 = psi1 if symmetric else net.readout_features(hidden, x2)
-            sample = psi1 @ psi2.T
-            # Welford's update: no cancellation in float32, unlike a sum of squares.
-            delta = sample - mean
-            mean = mean + delta / count
-            return (mean, m2 + delta * (sample - mean)), None
 
-        keys = jax.random.split(key, num_samples)
-        zeros = jnp.zeros((x1.shape[0], x2.shape[0]), x1.dtype)
-        counts = jnp.arange(1, num_samples + 1, dtype=x1.dtype)
-        (mean, m2), _ = jax.lax.scan(step, (zeros, zeros), (keys, counts))
-        return NNGPKernelEstimate(mean, jnp.sqrt(m2 / ((num_samples - 1) * num_samples)))
+def _mc_kernel(net, num_samples: int, symmetric: bool, key, x1, x2) -> NNGPKernelEstimate:
+    def step(carry, key_count):
+        mean, m2 = carry
+        key_s, count = key_count
+        hidden = net.init(key_s, x1)["hidden"]
+        psi1 = net.readout_features(hidden, x1)
+        psi2 = psi1 if symmetric else net.readout_features(hidden, x2)
+        sample = psi1 @ psi2.T
+        # Welford's update: no cancellation in float32, unlike a sum of squares.
+        delta = sample - mean
+        mean = mean + delta / count
+        return (mean, m2 + delta * (sample - mean)), None
 
-    return estimate(key, x1, x1 if symmetric else x2)
+    keys = jax.random.split(key, num_samples)
+    zeros = jnp.zeros((x1.shape[0], x2.shape[0]), x1.dtype)
+    counts = jnp.arange(1, num_samples + 1, dtype=x1.dtype)
+    (mean, m2), _ = jax.lax.scan(step, (zeros, zeros), (keys, counts))
+    return NNGPKernelEstimate(mean, jnp.sqrt(m2 / ((num_samples - 1) * num_samples)))
+
+
+# A Network hashes by the identity of its functions, so the cache is per network object.
+_mc_kernel_cached = jax.jit(_mc_kernel, static_argnums=(0, 1, 2))
 
 
 # -- GP posterior ----------------------------------------------------------------------------

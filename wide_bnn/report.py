@@ -219,7 +219,10 @@ def _collect_path(path: Path) -> _Runs:
             f"run directory {os.fspath(path)!r} holds no runs (expected runs/*.nc; "
             "create one with `wide-bnn sample` or `wide-bnn demo`)"
         )
-    runs = {file.stem: load_inference_data(file) for file in files}
+    loaded = {file.stem: load_inference_data(file) for file in files}
+    # By width, not by file name (w128 would sort before w32).
+    order = sorted(loaded, key=lambda label: (max(run_widths(loaded[label]) or [0]), label))
+    runs = {label: loaded[label] for label in order}
     table = read_table(path / "sweep.csv") if (path / "sweep.csv").exists() else None
     settings, slice_info = {}, None
     if (path / "sweep.json").exists():

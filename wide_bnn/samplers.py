@@ -274,7 +274,7 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
             da_state = da_update(da_state, acceptance_rate)
         if adapt_mass:
             mm_state = jax.lax.cond(
-                window == 1, lambda s: mm_update(s, position), lambda s: s, mm_state
+                window == 1, lambda s: _like(mm_update(s, position), s), lambda s: s, mm_state
             )
 
             def window_end(args):
@@ -283,7 +283,7 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
                 da_state, mm_state = args
                 if adapt_step:
                     da_state = da_init(da_final(da_state))
-                return da_state, mm_final(mm_state)
+                return _like((da_state, mm_final(mm_state)), args)
 
             da_state, mm_state = jax.lax.cond(
                 is_window_end, window_end, lambda args: args, (da_state, mm_state)
@@ -325,8 +325,48 @@ def _no_tuning(params):
     )
 
 
-def _as_kernel(init, step, position, logdensity, tuning, stat_names):
-    return Kernel(init, step, position, logdensity, *tuning, tuple(stat_names))
+def _as_kernel(init, step, position, logdensity, tuning, stat_names, dtype):
+    tune_init, tune_update, tune_params, tune_final, schedule = tuning
+
+    # Type stability: with x64 enabled, BlackJAX's and the tuning's Python-float
+    # constants are float64; a float32 run must keep float32 scan carries.
+    def typed_init(key, position):
+        return _to_dtype(init(key, position), dtype)
+
+    def typed_step(key, state, params):
+        new_state, stats = step(key, state, params)
+        return _like(new_state, state), stats
+
+    def typed_tune_init():
+        return _to_dtype(tune_init(), dtype)
+
+    def typed_tune_update(tune, stage, position, acceptance_rate):
+        return _like(tune_update(tune, stage, position, acceptance_rate), tune)
+
+    return Kernel(
+        typed_init,
+        typed_step,
+        position,
+        logdensity,
+        typed_tune_init,
+        typed_tune_update,
+        tune_params,
+        tune_final,
+        schedule,
+        tuple(stat_names),
+    )
+
+
+def _to_dtype(tree, dtype):
+    def cast(leaf):
+        leaf = jnp.asarray(leaf)
+        return leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _like(tree, template):
+    return jax.tree_util.tree_map(lambda leaf, ref: jnp.asarray(leaf, ref.dtype), tree, template)
 
 
 # -- HMC family: nuts, hmc, mala ----------------------------------------------------------
@@ -384,7 +424,7 @@ def _build_nuts(logdensity_fn, loglik_fn, dim, dtype, options):
 
     tuning = _hmc_tuning(dim, dtype, options, 0.8)
     names = (*_HMC_STATS, "tree_depth")
-    return _as_kernel(init, step, *_hmc_state_fns(), tuning, names)
+    return _as_kernel(init, step, *_hmc_state_fns(), tuning, names, dtype)
 
 
 _HMC_STATS = ("acceptance_rate", "diverging", "energy", "n_steps", "num_grad_evals", "step_size")
@@ -423,7 +463,7 @@ def _build_static_hmc(num_steps, jitter):
 
         default_target = 0.8 if num_steps is None else 0.574
         tuning = _hmc_tuning(dim, dtype, options, default_target)
-        return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS)
+        return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS, dtype)
 
     return build
 
@@ -460,7 +500,7 @@ def _build_langevin(logdensity_fn, loglik_fn, dim, dtype, options):
         return state, stats
 
     tuning = _hmc_tuning(dim, dtype, options, 0.9, to_params)
-    return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS)
+    return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS, dtype)
 
 
 # -- likelihood-only kernels: pcn, pcnl, elliptical ---------------------------------------
@@ -522,7 +562,7 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options):
 
     tuning = _pcn_tuning(dim, dtype, options, 0.25)
     names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
-    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names)
+    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
 
 
 def pcnl_log_ratio(u, v, loglik_u, loglik_v, grad_u, grad_v, scale):
@@ -595,7 +635,7 @@ def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
 
     tuning = _pcn_tuning(dim, dtype, options, 0.574)
     names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
-    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names)
+    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
 
 
 def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options):
@@ -621,7 +661,7 @@ def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options):
         return state, stats
 
     names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals")
-    return _as_kernel(init, step, *_likelihood_state_fns(), _no_tuning({}), names)
+    return _as_kernel(init, step, *_likelihood_state_fns(), _no_tuning({}), names, dtype)
 
 
 # -- the table ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -49,6 +50,8 @@ __all__ = ["sample"]
 #: float32 runs with a noise scale below this warn (log-acceptance errors grow as 1/sigma^2).
 FLOAT32_MIN_NOISE_STD = 0.05
 _MAX_INIT_ATTEMPTS = 20
+# Samplers whose BlackJAX internals are not type-stable for float32 positions under x64.
+_NOT_FLOAT32_UNDER_X64 = frozenset({"nuts"})
 _DEFAULT_NUM_CHUNKS = 20
 
 
@@ -269,6 +272,16 @@ def _setup(
                 f"with x_test.astype('{data.dtype}')"
             )
     options = resolve_options(sampler, sampler_options)
+    if (
+        sampler in _NOT_FLOAT32_UNDER_X64
+        and jnp.dtype(data.dtype) == jnp.float32
+        and jax.config.read("jax_enable_x64")
+    ):
+        raise ValueError(
+            f"sampler={sampler!r} cannot run float32 data while jax_enable_x64 is on "
+            "(BlackJAX's trajectory code promotes to float64); use float64 data (recommended) "
+            "or run float32 with x64 disabled"
+        )
     if jnp.dtype(data.dtype) == jnp.float32 and data.noise_std < FLOAT32_MIN_NOISE_STD:
         warnings.warn(
             f"float32 sampling with noise_std={data.noise_std:g} < {FLOAT32_MIN_NOISE_STD}: "
@@ -379,7 +392,8 @@ class _Run:
     def _init_states(self, init_keys, state_keys):
         positions = jax.vmap(self.target.init_position)(init_keys)
         states = jax.vmap(self.kernel.init)(state_keys, positions)
-        return states, jax.vmap(self.kernel.logdensity)(states)
+        tunes = jax.vmap(lambda _: self.kernel.adapt_init())(jnp.arange(init_keys.shape[0]))
+        return states, jax.vmap(self.kernel.logdensity)(states), tunes
 
     def _shapes(self, states, tunes):
         """Shapes of the per-step statistics and per-draw records (traced once)."""
@@ -477,36 +491,57 @@ class _Run:
     # -- driver ----------------------------------------------------------------------------------
     def run(self) -> SampleResult:
         s = self.s
-        states, init_lp = self._initial_states()
-        fingerprint = self._fingerprint(states, init_lp)
-        tunes = jax.vmap(lambda _: self.kernel.adapt_init())(jnp.arange(s["num_chains"]))
-        self._shapes_cache = jax.eval_shape(self._shapes, states, tunes)
+        chains = s["num_chains"]
+        key_positions, key_states = jax.random.split(self.key_init)
+        init_keys = jax.random.split(key_positions, chains)
+        state_keys = jax.random.split(key_states, chains)
+        t0 = time.perf_counter()
+        # Everything the chunk function needs is known from shapes alone, so it is
+        # lowered first and compiled in a background thread (XLA releases the GIL) while
+        # the initial states are computed: the two compilations overlap.
+        state_shapes, _, tune_shapes = jax.eval_shape(self._init_states, init_keys, state_keys)
+        self._shapes_cache = jax.eval_shape(self._shapes, state_shapes, tune_shapes)
         step_shapes, record_shapes = self._shapes_cache
         self._stat_zeros = _zeros(
             {
                 **jax.eval_shape(_aggregate, _stacked(step_shapes), jnp.ones((1,), bool)),
-                "lp": jax.ShapeDtypeStruct((s["num_chains"],), self.target.dtype),
+                "lp": jax.ShapeDtypeStruct((chains,), self.target.dtype),
             }
         )
         draw_names, stat_names = tuple(record_shapes), tuple(self._stat_zeros)
-        draws = {n: [] for n in draw_names}
-        stats = {n: [] for n in stat_names}
-        done = None
-        directory = s["checkpoint_dir"]
-        if directory is not None:
-            os.makedirs(directory, exist_ok=True)
-            restored = ckpt.read(directory, fingerprint, states, tunes, draw_names, stat_names)
-            if restored is not None:
-                states, tunes, done = restored.states, restored.params, restored.num_draws
-                for name in draw_names:
-                    draws[name] = [restored.draws[name]] if done else []
-                for name in stat_names:
-                    stats[name] = [restored.stats[name]] if done else []
-
         consts = self.target.record_consts
-        args = (states, tunes, np.int32(0), np.int32(0), self.chain_keys, self.schedule, consts)
-        t0 = time.perf_counter()
-        compiled = jax.jit(self._chunk).lower(*args).compile()
+        lowered = jax.jit(self._chunk).lower(
+            state_shapes,
+            tune_shapes,
+            np.int32(0),
+            np.int32(0),
+            self.chain_keys,
+            self.schedule,
+            consts,
+        )
+        directory = s["checkpoint_dir"]
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            # With a checkpoint to validate, compile only once it is known to be usable.
+            future = None if directory is not None else pool.submit(lowered.compile)
+            states, init_lp, tunes = self._initial_states(init_keys, state_keys, key_positions)
+            fingerprint = self._fingerprint(states, init_lp)
+            draws = {n: [] for n in draw_names}
+            stats = {n: [] for n in stat_names}
+            done = None
+            if directory is not None:
+                os.makedirs(directory, exist_ok=True)
+                restored = ckpt.read(directory, fingerprint, states, tunes, draw_names, stat_names)
+                if restored is not None:
+                    states, tunes, done = restored.states, restored.params, restored.num_draws
+                    for name in draw_names:
+                        draws[name] = [restored.draws[name]] if done else []
+                    for name in stat_names:
+                        stats[name] = [restored.stats[name]] if done else []
+            compiled = lowered.compile() if future is None else future.result()
+        finally:
+            # On an error do not wait for a compilation nobody will use.
+            pool.shutdown(wait=False)
         self.timings["compile"] += time.perf_counter() - t0
 
         def run_chunk(states, tunes, start, stop):
@@ -530,15 +565,10 @@ class _Run:
         params = jax.device_get(jax.jit(jax.vmap(self.kernel.adapt_final))(tunes))
         return self._result(draws, stats, record_shapes, params, complete)
 
-    def _initial_states(self):
-        s = self.s
-        chains = s["num_chains"]
-        t0 = time.perf_counter()
+    def _initial_states(self, init_keys, state_keys, key_positions):
+        chains = self.s["num_chains"]
         init = jax.jit(self._init_states)
-        key_positions, key_states = jax.random.split(self.key_init)
-        init_keys = jax.random.split(key_positions, chains)
-        state_keys = jax.random.split(key_states, chains)
-        states, lp = init(init_keys, state_keys)
+        states, lp, tunes = init(init_keys, state_keys)
         # Rarely a prior draw overflows (deep nets, float32) or its factorisation fails:
         # redraw only those chains, from a fixed key sequence.
         for attempt in range(1, _MAX_INIT_ATTEMPTS + 1):
@@ -546,7 +576,7 @@ class _Run:
             if not bad.any():
                 break
             retry_keys = jax.random.split(jax.random.fold_in(key_positions, attempt), chains)
-            new_states, new_lp = init(retry_keys, state_keys)
+            new_states, new_lp, _ = init(retry_keys, state_keys)
             mask = jnp.asarray(bad)
             states = jax.tree_util.tree_map(
                 lambda new, old, mask=mask: jnp.where(
@@ -562,8 +592,7 @@ class _Run:
                 f"{_MAX_INIT_ATTEMPTS} prior draws: the network outputs overflow or the "
                 "factorisation fails; use float64 data or a larger noise_std"
             )
-        self.timings["compile"] += time.perf_counter() - t0
-        return states, lp
+        return states, lp, tunes
 
     def _fingerprint(self, states, init_lp) -> str:
         s = self.s

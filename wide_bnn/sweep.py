@@ -84,9 +84,16 @@ class Sweep:
         )
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``sweep.csv``, ``sweep.json`` and ``runs/<label>.nc``; return the directory."""
+        """Write ``sweep.csv``, ``sweep.json`` and ``runs/<label>.nc``; return the directory.
+
+        ``runs/*.nc`` files of other runs (e.g. an earlier sweep saved to the same
+        directory) are removed so that a report of the directory shows this sweep only.
+        """
         directory = Path(directory)
         (directory / "runs").mkdir(parents=True, exist_ok=True)
+        for stale in (directory / "runs").glob("*.nc"):
+            if stale.stem not in self.results:
+                stale.unlink()
         for label in self.results:
             save_inference_data(self.inference_data(label), directory / "runs" / f"{label}.nc")
         self.table.to_csv(directory / "sweep.csv", index=False)

@@ -1,0 +1,1067 @@
+"""P1 sampling benchmark: ESS per draw, per gradient and per second of every sampler, one run.
+
+Runs side by side, in one process, per width of a one-hidden-layer GELU MLP (w_std
+sqrt(2), b_std 0.1, readout 1.0 / 0.1, NTK parameterisation, noise_std 0.1, float64,
+4 chains) on problem P1 (``datasets.teacher()``: n_train 64, 32 test points, d_in 16)
+or on the digits one-hot regression (``--dataset digits``: n_train 256, 10 outputs):
+
+==================  =========================================================================
+configuration       what runs
+==================  =========================================================================
+reprior-<s>         ``wide_bnn.sample(sampler=s)``, repriorised, collapsed (readout drawn
+                    exactly per saved draw), for s in nuts, hmc, mala, langevin, pcn, pcnl,
+                    elliptical; default options (warm-up tuning)
+reprior-ref-dual    ``wide_bnn.sample(sampler="langevin", collapsed=False,
+                    **LANGEVIN_REFERENCE)``: the authors' sampler (step 0.1, refresh 0.01)
+                    on the non-collapsed chain, auto route (dual when p > n)
+authors             the same sampler on the same non-collapsed target through the *primal*
+                    route (the (p, p) Cholesky every step, as the reference code): built here
+                    from ``Repriorisation(route="primal")`` + ``samplers.build_kernel``
+                    because ``sample`` cannot choose the route
+std-nuts            ``wide_bnn.sample(sampler="nuts", parameterisation="standard")``
+std-langevin        the same with ``sampler="langevin"`` (step size tuned, target 0.9)
+std-pcn             the same with ``sampler="pcn"`` (scale tuned)
+numpyro-nuts        NumPyro's ``NUTS(model)`` with its defaults on the model written below
+                    (standard parameterisation, N(0, 1) priors, NTK scaling); chains run one
+                    after another (``chain_method="sequential"`` style), each a jitted scan
+control             hidden parameters frozen at each chain's prior draw, readout drawn
+                    exactly per draw (what a sampler that never moves the hidden layer
+                    reports): every working sampler must beat it on the metrics below
+==================  =========================================================================
+
+Metrics (bulk ESS, ArviZ, rank-normalised, all chains; see _common.py and
+docs/benchmarks-sampling.md): for ``f_test`` (network outputs at the test inputs with
+the readout of the draw) and ``f_test_mean`` (``E[f(x_test) | hidden]``) the min and
+median over test points x outputs ("points") and over 100 fixed Gaussian directions
+of the test-prediction vector ("proj", the same directions for every configuration);
+``weights/proj``: the library's 100 fixed projections of all weights. Each ESS is
+divided by the draws (all chains), by the log-density / gradient evaluations of the
+sampling phase (all chains) and by the sampling wall time (seconds; compile and
+warm-up reported separately). Also: max R-hat over all those elements, mean
+acceptance, gradients per draw.
+
+Slow configurations (std-nuts, numpyro-nuts, authors) get a shorter warm-up
+(``--slow-warmup``) and a sampling time budget (``--slow-budget`` seconds); every
+configuration is capped at ``--budget`` seconds of sampling. Per-second metrics are
+comparable whatever the number of draws.
+
+Usage::
+
+    python benchmarks/bench_p1.py --out p1.json                      # full run (teacher)
+    python benchmarks/bench_p1.py --dataset digits --out digits.json
+    python benchmarks/bench_p1.py --quick --out smoke.json           # widths 32 128, short
+
+JSON schema (``--out``; ``null`` = undefined, e.g. the R-hat of a frozen chain)::
+
+    {
+      "schema": "wide_bnn-bench-p1/1",
+      "command": str, "machine": {cpu, cores, load_average_at_start, versions, ...},
+      "settings": {dataset, widths, num_chains, num_warmup, num_samples, ...},
+      "runs": [                                   # one per (dataset, width, config)
+        {"dataset": str, "width": int, "config": str, "label": str,
+         "sampler": str|null, "parameterisation": str, "collapsed": bool, "route": str,
+         "num_chains": int, "num_warmup": int, "num_draws": int (per chain),
+         "thinning": int, "complete": bool (false: stopped by the time budget),
+         "compile_s": float, "warmup_s": float, "sampling_s": float, "wall_s": float,
+         "num_grad_evals": int (sampling, all chains), "grads_per_draw": float,
+         "ms_per_step": float (sampling wall time per kernel step, all chains),
+         "acceptance": float, "step_size": float|null, "rhat_max": float|null,
+         "ess":          {"<quantity>/<view>/<stat>": float, ...},
+         "ess_per_draw": {same keys}, "ess_per_grad": {same keys},
+         "ess_per_s":    {same keys},
+         "frozen":       {"<quantity>/<view>": int (elements constant in every chain)},
+         "ratio_vs_numpyro_nuts": {same keys as ess_per_s} (ESS/s ratio),
+         "ratio_vs_std_nuts":     {same keys},
+         "notes": [str]}
+      ],
+      "targets": [{"check": str, "value": float|null, "threshold": float|null,
+                   "passed": bool|null}]
+    }
+
+with quantity in ``f_test``, ``f_test_mean``, ``weights``; view in ``points``,
+``proj``; stat in ``min``, ``median`` (``weights`` has ``proj`` only).
+"""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import shlex
+import sys
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from _common import (
+    ess_summary,
+    fmt,
+    jsonable,
+    machine_info,
+    output_directions,
+    per_unit,
+    sampling_time_budget,
+)
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import NUTS
+
+from wide_bnn import datasets
+from wide_bnn.nets import mlp
+from wide_bnn.reprior import Repriorisation
+from wide_bnn.samplers import LANGEVIN_REFERENCE, build_kernel
+from wide_bnn.sampling import sample
+from wide_bnn.targets import project, projection
+
+SCHEMA = "wide_bnn-bench-p1/1"
+W_STD, B_STD, OUT_W_STD, OUT_B_STD = math.sqrt(2.0), 0.1, 1.0, 0.1
+NUM_PROJECTIONS = 100
+#: Rows whose largest R-hat exceeds this are flagged and never picked as "best".
+RHAT_UNMIXED = 1.1
+
+#: Best of the three anchors of BENCHMARKS.md (P1, ESS/s on f_test), per width.
+ANCHOR_ESS_PER_S = {32: 90.0, 128: 127.0, 512: 16.0, 1024: 14.2, 2048: 1.7}
+NUMPYRO_ANCHOR_1024 = 14.2
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One column of the benchmark."""
+
+    name: str
+    kind: str  # "wide_bnn" | "authors" | "numpyro" | "control"
+    label: str
+    sampler: str | None = None
+    parameterisation: str = "repriorised"
+    collapsed: bool = True
+    options: tuple = ()
+    one_step: bool = False  # one leapfrog per step: saved draws are thinned
+    slow: bool = False  # short warm-up and a sampling time budget
+
+    @property
+    def is_repriorised_sampler(self) -> bool:
+        return self.kind in ("wide_bnn", "authors") and self.parameterisation == "repriorised"
+
+
+_REF = tuple(sorted(LANGEVIN_REFERENCE.items()))
+
+CONFIGS = (
+    Config("reprior-nuts", "wide_bnn", "NUTS, repriorised, collapsed", "nuts"),
+    Config("reprior-hmc", "wide_bnn", "HMC 10 steps, repriorised, collapsed", "hmc"),
+    Config("reprior-mala", "wide_bnn", "MALA, repriorised, collapsed", "mala", one_step=True),
+    Config(
+        "reprior-langevin",
+        "wide_bnn",
+        "Langevin (tuned), repriorised, collapsed",
+        "langevin",
+        one_step=True,
+    ),
+    Config("reprior-pcn", "wide_bnn", "pCN, repriorised, collapsed", "pcn"),
+    Config("reprior-pcnl", "wide_bnn", "pCN-Langevin, repriorised, collapsed", "pcnl"),
+    Config(
+        "reprior-elliptical", "wide_bnn", "elliptical slice, repriorised, collapsed", "elliptical"
+    ),
+    Config(
+        "reprior-ref-dual",
+        "wide_bnn",
+        "Langevin step 0.1 refresh 0.01, repriorised, non-collapsed, auto route",
+        "langevin",
+        collapsed=False,
+        options=_REF,
+        one_step=True,
+    ),
+    Config(
+        "authors",
+        "authors",
+        "authors' configuration: Langevin 0.1 / 0.01, non-collapsed, primal route",
+        "langevin",
+        collapsed=False,
+        options=_REF,
+        one_step=True,
+        slow=True,
+    ),
+    Config(
+        "std-nuts",
+        "wide_bnn",
+        "NUTS, standard parameterisation",
+        "nuts",
+        "standard",
+        collapsed=False,
+        slow=True,
+    ),
+    Config(
+        "std-langevin",
+        "wide_bnn",
+        "Langevin (tuned), standard parameterisation",
+        "langevin",
+        "standard",
+        collapsed=False,
+        one_step=True,
+    ),
+    Config(
+        "std-pcn", "wide_bnn", "pCN, standard parameterisation", "pcn", "standard", collapsed=False
+    ),
+    Config(
+        "numpyro-nuts",
+        "numpyro",
+        "NumPyro NUTS (defaults), standard parameterisation",
+        "nuts",
+        "standard",
+        collapsed=False,
+        slow=True,
+    ),
+    Config(
+        "control",
+        "control",
+        "control: hidden frozen at the initial prior draw",
+        None,
+        collapsed=True,
+    ),
+)
+CONFIG_NAMES = tuple(c.name for c in CONFIGS)
+BASELINES = ("numpyro-nuts", "std-nuts")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Run lengths of one configuration."""
+
+    num_warmup: int  # kernel steps
+    num_samples: int  # saved draws per chain (at most)
+    thinning: int
+    budget: float | None  # seconds of sampling (all chains)
+
+
+def plan_for(cfg: Config, args, width: int) -> Plan:
+    thinning = args.step_thinning if cfg.one_step else 1
+    warmup = args.num_warmup
+    if cfg.slow:
+        # Standard-parameterisation NUTS costs ~1000 gradients per iteration and a
+        # gradient grows with the width: halve the warm-up per doubling above 512.
+        warmup = min(warmup, args.slow_warmup)
+        if width > 512:
+            warmup = max(min(warmup, 50), round(warmup * 512 / width))
+    budget = min(args.budget, args.slow_budget) if cfg.slow else args.budget
+    if cfg.kind == "control":
+        warmup, thinning = 0, 1
+    return Plan(warmup, args.num_samples, thinning, budget)
+
+
+# -- problem --------------------------------------------------------------------------------------
+
+
+def load_problem(name: str, n_test: int | None):
+    if name == "teacher":
+        ds = datasets.teacher(n_test=n_test or 32)
+    else:
+        ds = datasets.load("digits", n_train=256, n_test=n_test or 32)
+    data = ds.train_data(np.float64)
+    x_test = ds.test_inputs(np.float64)
+    return ds, data, x_test
+
+
+def make_net(width: int, out_dim: int):
+    return mlp(
+        (width,),
+        out_dim,
+        "gelu",
+        w_std=W_STD,
+        b_std=B_STD,
+        out_w_std=OUT_W_STD,
+        out_b_std=OUT_B_STD,
+    )
+
+
+def record_draw(net, cond, hidden, readout_matrix, x_test, proj):
+    """What every configuration records per saved draw (as ``wide_bnn.sample`` does)."""
+    psi_test = net.readout_features(hidden, x_test)
+    params = {"hidden": hidden, "readout": net.readout_from_matrix(readout_matrix)}
+    return {
+        "f_test": psi_test @ readout_matrix,
+        "f_test_mean": jnp.where(cond.ok, cond.predict_mean(psi_test), jnp.nan),
+        "projections": project(proj, ravel_pytree(params)[0]),
+    }
+
+
+# -- driver for vmapped chains (authors' configuration, control) ----------------------------------
+
+
+def run_vmapped(*, init_fn, step_fn, record_fn, chains, plan: Plan, seed, warmup_budget):
+    """Chunked, jitted multi-chain loop with time budgets; returns draws, stats, timings.
+
+    ``init_fn(key) -> state``, ``step_fn(key, state) -> (state, {"acceptance_rate",
+    "num_grad_evals"})``, ``record_fn(key, state) -> dict``; all single-chain.
+    """
+    timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
+    chain_keys = jax.random.split(jax.random.key(seed), chains)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    thinning = plan.thinning
+    chunk = max(1, math.ceil(plan.num_samples / 20))
+    warm_chunk = max(1, min(plan.num_warmup, 50))
+
+    def warm(states, start):
+        def body(states, t):
+            keys = fold(fold(chain_keys, 0), start + t)
+            return jax.vmap(step_fn)(keys, states)[0], None
+
+        return jax.lax.scan(body, states, jnp.arange(warm_chunk, dtype=jnp.int32))[0]
+
+    def draws(states, start):
+        def one(states, i):
+            def inner(states, t):
+                keys = fold(fold(chain_keys, 1), (start + i) * thinning + t)
+                return jax.vmap(step_fn)(keys, states)
+
+            states, stats = jax.lax.scan(inner, states, jnp.arange(thinning, dtype=jnp.int32))
+            stats = {
+                "acceptance_rate": jnp.mean(stats["acceptance_rate"], axis=0),
+                "num_grad_evals": jnp.sum(stats["num_grad_evals"], axis=0),
+            }
+            recorded = jax.vmap(record_fn)(fold(fold(chain_keys, 2), start + i), states)
+            return states, (recorded, stats)
+
+        return jax.lax.scan(one, states, jnp.arange(chunk, dtype=jnp.int32))
+
+    t0 = time.perf_counter()
+    init_keys = fold(chain_keys, 3)
+    states = jax.block_until_ready(jax.jit(jax.vmap(init_fn))(init_keys))
+    start = jnp.asarray(0, jnp.int32)
+    warm_c = jax.jit(warm).lower(states, start).compile() if plan.num_warmup else None
+    draw_c = jax.jit(draws).lower(states, start).compile()
+    timings["compile"] = time.perf_counter() - t0
+
+    done_warm = 0
+    t0 = time.perf_counter()
+    last = 0.0
+    while done_warm < plan.num_warmup:
+        elapsed = time.perf_counter() - t0
+        if warmup_budget is not None and done_warm and elapsed + last > warmup_budget:
+            break
+        t1 = time.perf_counter()
+        states = jax.block_until_ready(warm_c(states, jnp.asarray(done_warm, jnp.int32)))
+        last = time.perf_counter() - t1
+        done_warm += warm_chunk
+    timings["warmup"] = time.perf_counter() - t0
+
+    pieces, done, complete = [], 0, True
+    t0 = time.perf_counter()
+    last = 0.0
+    while done < plan.num_samples:
+        elapsed = time.perf_counter() - t0
+        if plan.budget is not None and done and elapsed + last > plan.budget:
+            complete = False
+            break
+        t1 = time.perf_counter()
+        states, out = draw_c(states, jnp.asarray(done, jnp.int32))
+        pieces.append(jax.device_get(out))
+        last = time.perf_counter() - t1
+        done += chunk
+    timings["sampling"] = time.perf_counter() - t0
+    recorded = {k: np.concatenate([p[0][k] for p in pieces]) for k in pieces[0][0]}
+    stats = {k: np.concatenate([p[1][k] for p in pieces]) for k in pieces[0][1]}
+    # scan stacks draws first: (draw, chain, ...) -> (chain, draw, ...)
+    recorded = {k: np.swapaxes(v, 0, 1) for k, v in recorded.items()}
+    stats = {k: np.swapaxes(v, 0, 1) for k, v in stats.items()}
+    return recorded, stats, timings, {"warmup_steps": done_warm, "complete": complete}
+
+
+def run_authors(cfg, net, data, x_test, plan, args):
+    """Langevin step 0.1 / refresh 0.01 on the non-collapsed target, primal route."""
+    rp = Repriorisation(net, data, route="primal")
+    shapes = jax.eval_shape(net.init, jax.random.key(0), data.x)
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    flat, unravel = ravel_pytree(zeros)
+    dim = flat.size
+    proj = projection(dim, NUM_PROJECTIONS, np.float64)
+
+    def logdensity(position):
+        return rp.log_density(unravel(position))
+
+    def loglik(position):  # unused by the Langevin kernel
+        return logdensity(position) + 0.5 * jnp.sum(position**2)
+
+    kernel = build_kernel("langevin", logdensity, loglik, dim, jnp.float64, dict(cfg.options))
+
+    def init_fn(key):
+        key_position, key_state = jax.random.split(key)
+        return kernel.init(key_state, jax.random.normal(key_position, (dim,), jnp.float64))
+
+    def step_fn(key, state):
+        params = kernel.adapt_final(kernel.adapt_init())  # fixed step, refresh, identity mass
+        state, stats = kernel.step(key, state, params)
+        return state, {k: stats[k] for k in ("acceptance_rate", "num_grad_evals")}
+
+    def record_fn(key, state):
+        del key
+        phi = unravel(kernel.position(state))
+        cond = rp.conditional(phi["hidden"])  # primal factorisation
+        readout = cond.transform(net.readout_matrix(phi["readout"]))
+        return record_draw(net, cond, phi["hidden"], readout, x_test, proj)
+
+    recorded, stats, timings, info = run_vmapped(
+        init_fn=init_fn,
+        step_fn=step_fn,
+        record_fn=record_fn,
+        chains=args.chains,
+        plan=plan,
+        seed=args.seed,
+        warmup_budget=plan.budget,
+    )
+    return recorded, stats, timings, info | {"route": rp.route, "step_size": 0.1}
+
+
+def run_control(cfg, net, data, x_test, plan, args):
+    """Hidden parameters frozen at each chain's prior draw; exact readout per draw."""
+    rp = Repriorisation(net, data)
+    num_params = ravel_pytree(net.init(jax.random.key(0), data.x))[0].size
+    proj = projection(num_params, NUM_PROJECTIONS, np.float64)
+
+    def init_fn(key):
+        return net.init(key, data.x)["hidden"]
+
+    def step_fn(key, hidden):
+        del key
+        zero = jnp.zeros((), jnp.float64)
+        return hidden, {"acceptance_rate": zero, "num_grad_evals": jnp.zeros((), jnp.int32)}
+
+    def record_fn(key, hidden):
+        cond = rp.conditional(hidden)
+        return record_draw(net, cond, hidden, cond.sample(key), x_test, proj)
+
+    recorded, stats, timings, info = run_vmapped(
+        init_fn=init_fn,
+        step_fn=step_fn,
+        record_fn=record_fn,
+        chains=args.chains,
+        plan=plan,
+        seed=args.seed,
+        warmup_budget=None,
+    )
+    return recorded, stats, timings, info | {"route": rp.route, "step_size": None}
+
+
+# -- NumPyro --------------------------------------------------------------------------------------
+
+
+def numpyro_forward(z, x):
+    """The network of the NumPyro model: ``z`` holds the four weight arrays (N(0, 1))."""
+    in_dim, width = z["w_hidden"].shape
+    pre = (W_STD / math.sqrt(in_dim)) * (x @ z["w_hidden"]) + B_STD * z["b_hidden"]
+    h = jax.nn.gelu(pre, approximate=False)  # exact: x Phi(x)
+    return (OUT_W_STD / math.sqrt(width)) * (h @ z["w_out"]) + OUT_B_STD * z["b_out"]
+
+
+def numpyro_model(in_dim, width, out_dim, noise_std):
+    """What a NumPyro user writes for this BNN: N(0, 1) weights, NTK scaling in the layers."""
+
+    def std_normal(*shape):
+        return dist.Normal(jnp.zeros(shape), 1.0).to_event(len(shape))
+
+    def model(x, y):
+        z = {
+            "w_hidden": numpyro.sample("w_hidden", std_normal(in_dim, width)),
+            "b_hidden": numpyro.sample("b_hidden", std_normal(width)),
+            "w_out": numpyro.sample("w_out", std_normal(width, out_dim)),
+            "b_out": numpyro.sample("b_out", std_normal(out_dim)),
+        }
+        f = numpyro_forward(z, x)
+        numpyro.sample("y", dist.Normal(f, noise_std).to_event(2), obs=y)
+
+    return model
+
+
+def _numpyro_params(z):
+    return {
+        "hidden": [{"w": z["w_hidden"], "b": z["b_hidden"]}],
+        "readout": {"w": z["w_out"], "b": z["b_out"]},
+    }
+
+
+def run_numpyro(cfg, net, data, x_test, plan, args):
+    """NumPyro NUTS, default settings; chains one after another, each a jitted scan."""
+    in_dim, width, out_dim = data.x.shape[1], net.spec.hidden[0], data.out_dim
+    model = numpyro_model(in_dim, width, out_dim, float(data.noise_std))
+    # The model's network must be the library's network exactly.
+    z0 = {
+        "w_hidden": jax.random.normal(jax.random.key(1), (in_dim, width)),
+        "b_hidden": jax.random.normal(jax.random.key(2), (width,)),
+        "w_out": jax.random.normal(jax.random.key(3), (width, out_dim)),
+        "b_out": jax.random.normal(jax.random.key(4), (out_dim,)),
+    }
+    np.testing.assert_allclose(
+        numpyro_forward(z0, data.x),
+        net.apply(_numpyro_params(z0), data.x),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    rp = Repriorisation(net, data)
+    num_params = ravel_pytree(_numpyro_params(z0))[0].size
+    proj = projection(num_params, NUM_PROJECTIONS, np.float64)
+    kernel = NUTS(model)
+    model_args = (data.x, data.y)
+    chunk = max(1, math.ceil(plan.num_samples / 20))
+
+    def record(z):
+        params = _numpyro_params(z)
+        cond = rp.conditional(params["hidden"])
+        return record_draw(
+            net, cond, params["hidden"], net.readout_matrix(params["readout"]), x_test, proj
+        )
+
+    def steps(state, length, keep):
+        def body(state, _):
+            state = kernel.sample(state, model_args, {})
+            if not keep:
+                return state, None
+            stats = {"acceptance_rate": state.accept_prob, "num_grad_evals": state.num_steps}
+            return state, (record(state.z), stats)
+
+        return jax.lax.scan(body, state, None, length=length)
+
+    timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
+    compiled = {}
+    chain_budget = None if plan.budget is None else plan.budget / args.chains
+    per_chain, complete = [], True
+    for chain in range(args.chains):
+        t0 = time.perf_counter()
+        key = jax.random.fold_in(jax.random.key(args.seed), chain)
+        state = kernel.init(key, plan.num_warmup, model_args=model_args)
+        if not compiled:
+            if plan.num_warmup:
+                compiled["warm"] = (
+                    jax.jit(steps, static_argnums=(1, 2)).lower(state, plan.num_warmup, False)
+                ).compile()
+            compiled["draws"] = (
+                jax.jit(steps, static_argnums=(1, 2)).lower(state, chunk, True).compile()
+            )
+        timings["compile"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if plan.num_warmup:
+            state = jax.block_until_ready(compiled["warm"](state)[0])
+        timings["warmup"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pieces, done, last = [], 0, 0.0
+        while done < plan.num_samples:
+            elapsed = time.perf_counter() - t0
+            if chain_budget is not None and done and elapsed + last > chain_budget:
+                complete = False
+                break
+            t1 = time.perf_counter()
+            state, out = compiled["draws"](state)
+            pieces.append(jax.device_get(out))
+            last = time.perf_counter() - t1
+            done += chunk
+        timings["sampling"] += time.perf_counter() - t0
+        per_chain.append(pieces)
+    # Chains may have run different numbers of chunks: keep the common length.
+    num_chunks = min(len(p) for p in per_chain)
+
+    def stack(group, name):
+        return np.stack(
+            [np.concatenate([p[i][group][name] for i in range(num_chunks)]) for p in per_chain]
+        )
+
+    recorded = {name: stack(0, name) for name in per_chain[0][0][0]}
+    stats = {name: stack(1, name) for name in per_chain[0][0][1]}
+    info = {"warmup_steps": plan.num_warmup, "complete": complete, "route": "-"}
+    info["step_size"] = float(state.adapt_state.step_size)
+    return recorded, stats, timings, info
+
+
+# -- wide_bnn.sample ------------------------------------------------------------------------------
+
+
+def run_wide_bnn(cfg, net, data, x_test, plan, args):
+    warm_iters = -(-plan.num_warmup // plan.thinning)
+    with sampling_time_budget(plan.budget, warm_iters) as budget:
+        result = sample(
+            net,
+            data,
+            x_test=x_test,
+            sampler=cfg.sampler,
+            parameterisation=cfg.parameterisation,
+            collapsed=cfg.collapsed,
+            num_chains=args.chains,
+            num_warmup=plan.num_warmup,
+            num_samples=plan.num_samples,
+            thinning=plan.thinning,
+            seed=args.seed,
+            progress=False,
+            num_projections=NUM_PROJECTIONS,
+            **dict(cfg.options),
+        )
+    step = result.stats.get("step_size")
+    info = {
+        "warmup_steps": plan.num_warmup,
+        "complete": bool(result.complete),
+        "route": result.settings.get("route", "?"),
+        "step_size": None if step is None else float(np.mean(step)),
+    }
+    if plan.budget is not None and not budget["budgeted"]:
+        info["note"] = "time budget unavailable (wide_bnn.sampling._run_chunk missing)"
+    draws = {k: result.draws[k] for k in ("f_test", "f_test_mean", "projections")}
+    stats = {k: result.stats[k] for k in ("acceptance_rate", "num_grad_evals")}
+    return draws, stats, dict(result.timings), info
+
+
+RUNNERS = {
+    "wide_bnn": run_wide_bnn,
+    "authors": run_authors,
+    "numpyro": run_numpyro,
+    "control": run_control,
+}
+
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+def summarise(cfg, plan, draws, stats, timings, info, directions, args, width, dataset, wall):
+    chains, num_draws = draws["f_test"].shape[:2]
+    f = np.asarray(draws["f_test"]).reshape(chains, num_draws, -1)
+    fm = np.asarray(draws["f_test_mean"]).reshape(chains, num_draws, -1)
+    views = {
+        "f_test/points": f,
+        "f_test/proj": f @ directions,
+        "f_test_mean/points": fm,
+        "f_test_mean/proj": fm @ directions,
+        "weights/proj": np.asarray(draws["projections"]),
+    }
+    ess, frozen, rhat_max = ess_summary(views)
+    grads = int(np.sum(stats["num_grad_evals"]))
+    seconds = float(timings["sampling"])
+    total_draws = chains * num_draws
+    notes = []
+    if info.get("note"):
+        notes.append(info["note"])
+    if frozen["f_test_mean/points"]:
+        notes.append(
+            f"f_test_mean frozen within every chain at {frozen['f_test_mean/points']} elements: "
+            "ESS reported as 0 (undefined), R-hat inf"
+        )
+    if num_draws < 50:
+        notes.append(f"only {num_draws} draws per chain: ESS estimates are rough")
+    if not info["complete"]:
+        notes.append(f"stopped by the {plan.budget:g} s sampling budget")
+    if grads == 0:
+        notes.append("no log-density evaluations: ESS per gradient undefined")
+    if not rhat_max <= RHAT_UNMIXED:
+        notes.append(
+            f"max R-hat {fmt(rhat_max)} > {RHAT_UNMIXED}: the chains disagree, ESS values "
+            "are not meaningful"
+        )
+    return {
+        "dataset": dataset,
+        "width": width,
+        "config": cfg.name,
+        "label": cfg.label,
+        "sampler": cfg.sampler,
+        "parameterisation": cfg.parameterisation,
+        "collapsed": cfg.collapsed,
+        "options": dict(cfg.options),
+        "route": info["route"],
+        "num_chains": chains,
+        "num_warmup": int(info["warmup_steps"]),
+        "num_draws": num_draws,
+        "thinning": plan.thinning,
+        "budget_s": plan.budget,
+        "complete": bool(info["complete"]),
+        "compile_s": float(timings["compile"]),
+        "warmup_s": float(timings["warmup"]),
+        "sampling_s": seconds,
+        "wall_s": wall,
+        "num_grad_evals": grads,
+        "grads_per_draw": grads / total_draws,
+        "ms_per_step": 1e3 * seconds / (num_draws * plan.thinning),
+        "acceptance": float(np.mean(stats["acceptance_rate"])),
+        "step_size": info.get("step_size"),
+        "rhat_max": rhat_max,
+        "ess": ess,
+        "ess_per_draw": per_unit(ess, total_draws),
+        "ess_per_grad": per_unit(ess, grads),
+        "ess_per_s": per_unit(ess, seconds),
+        "frozen": frozen,
+        "notes": notes,
+    }
+
+
+def add_ratios(rows):
+    """ESS/s ratios of every row to the baselines of the same width."""
+    by_name = {row["config"]: row for row in rows}
+    for row in rows:
+        for base in BASELINES:
+            key = "ratio_vs_" + base.replace("-", "_")
+            ref = by_name.get(base)
+            row[key] = {}
+            for metric, value in row["ess_per_s"].items():
+                denom = None if ref is None else ref["ess_per_s"].get(metric)
+                ok = denom is not None and math.isfinite(denom) and denom > 0
+                row[key][metric] = value / denom if ok else math.nan
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def print_tables(rows, dataset, width):
+    def line(cells):
+        print("| " + " | ".join(cells) + " |")
+
+    print(f"\n### {dataset}, width {width}: ESS per draw / per gradient, costs\n")
+    line(
+        [
+            "config",
+            "draws/chain",
+            "grads/draw",
+            "acc",
+            "R-hat max",
+            "f_test min pts",
+            "f_test med pts",
+            "f_test min proj",
+            "f_mean min pts",
+            "f_mean min proj",
+            "weights min proj",
+            "ESS/grad f_test min pts",
+            "compile s",
+            "warm-up s",
+            "sampling s",
+        ]
+    )
+    line(["---"] * 15)
+    for r in rows:
+        d, g = r["ess_per_draw"], r["ess_per_grad"]
+        line(
+            [
+                r["config"],
+                str(r["num_draws"]),
+                fmt(r["grads_per_draw"]),
+                fmt(r["acceptance"], 2),
+                fmt(r["rhat_max"]),
+                fmt(d["f_test/points/min"]),
+                fmt(d["f_test/points/median"]),
+                fmt(d["f_test/proj/min"]),
+                fmt(d["f_test_mean/points/min"]),
+                fmt(d["f_test_mean/proj/min"]),
+                fmt(d["weights/proj/min"]),
+                fmt(g["f_test/points/min"]),
+                fmt(r["compile_s"]),
+                fmt(r["warmup_s"]),
+                fmt(r["sampling_s"]),
+            ]
+        )
+    print(f"\n### {dataset}, width {width}: ESS per second of sampling, and ratios\n")
+    line(
+        [
+            "config",
+            "f_test min pts",
+            "f_test med pts",
+            "f_test min proj",
+            "f_mean min pts",
+            "f_mean min proj",
+            "x numpyro-nuts (f_test min)",
+            "x std-nuts (f_test min)",
+            "x numpyro-nuts (f_mean min)",
+            "x std-nuts (f_mean min)",
+        ]
+    )
+    line(["---"] * 10)
+    for r in rows:
+        s, rn, rs = r["ess_per_s"], r["ratio_vs_numpyro_nuts"], r["ratio_vs_std_nuts"]
+        line(
+            [
+                r["config"],
+                fmt(s["f_test/points/min"]),
+                fmt(s["f_test/points/median"]),
+                fmt(s["f_test/proj/min"]),
+                fmt(s["f_test_mean/points/min"]),
+                fmt(s["f_test_mean/proj/min"]),
+                fmt(rn["f_test/points/min"]),
+                fmt(rs["f_test/points/min"]),
+                fmt(rn["f_test_mean/points/min"]),
+                fmt(rs["f_test_mean/points/min"]),
+            ]
+        )
+    notes = [(r["config"], n) for r in rows for n in r["notes"]]
+    if notes:
+        print()
+        for name, note in notes:
+            print(f"- {name}: {note}")
+    sys.stdout.flush()
+
+
+def _best(rows, metric):
+    candidates = [
+        r
+        for r in rows
+        if r["config"].startswith("reprior-")
+        and math.isfinite(r["ess_per_s"][metric])
+        and r["rhat_max"] <= RHAT_UNMIXED
+    ]
+    return max(candidates, key=lambda r: r["ess_per_s"][metric]) if candidates else None
+
+
+def target_checks(all_rows, dataset):
+    """The BENCHMARKS.md targets, evaluated on this run (anchors only for P1)."""
+    checks = []
+
+    def add(check, value, threshold, passed=None):
+        if passed is None and value is not None and threshold is not None:
+            passed = bool(value >= threshold) if math.isfinite(value) else False
+        checks.append({"check": check, "value": value, "threshold": threshold, "passed": passed})
+
+    widths = sorted({r["width"] for r in all_rows})
+    key, key_mean = "f_test/points/min", "f_test_mean/points/min"
+    advantage = []
+    for width in widths:
+        rows = [r for r in all_rows if r["width"] == width]
+        best = _best(rows, key)
+        if best is None:
+            continue
+        value = best["ess_per_s"][key]
+        numpyro = next((r for r in rows if r["config"] == "numpyro-nuts"), None)
+        std = next((r for r in rows if r["config"] == "std-nuts"), None)
+        if numpyro is not None:
+            advantage.append(value / numpyro["ess_per_s"][key])
+        anchors = []
+        if dataset == "teacher" and width in ANCHOR_ESS_PER_S:
+            anchors.append(ANCHOR_ESS_PER_S[width])
+        anchors += [r["ess_per_s"][key] for r in (numpyro, std) if r is not None]
+        anchors = [a for a in anchors if math.isfinite(a)]
+        if anchors:
+            add(
+                f"width {width}: best ESS/s f_test min ({best['config']}) >= best anchor "
+                "(BENCHMARKS.md table and this run's NumPyro / standard NUTS)",
+                value,
+                max(anchors),
+            )
+        if width != 1024:
+            continue
+        if dataset == "teacher":
+            add(
+                "width 1024: ESS/s f_test min >= 100 x 14.2 (NumPyro NUTS anchor)",
+                value,
+                100 * NUMPYRO_ANCHOR_1024,
+            )
+        if std is not None:
+            add(
+                "width 1024: ESS/s f_test min >= 50 x std-nuts (this run)",
+                value,
+                50 * std["ess_per_s"][key],
+            )
+        add(
+            f"width 1024: ESS/draw f_test min of {best['config']} >= 0.6",
+            best["ess_per_draw"][key],
+            0.6,
+        )
+        best_mean = _best(rows, key_mean)
+        if best_mean is not None:
+            add(
+                f"width 1024: ESS/s f_test_mean min ({best_mean['config']}) >= 400",
+                best_mean["ess_per_s"][key_mean],
+                400.0,
+            )
+    if len(advantage) >= 2:
+        grows = all(b >= a for a, b in itertools.pairwise(advantage))
+        add(
+            "advantage over numpyro-nuts (best ESS/s f_test min) grows with width: "
+            + ", ".join(fmt(a) for a in advantage),
+            None,
+            None,
+            grows,
+        )
+    return checks
+
+
+def csv_rows(rows):
+    """Flat rows for ``--csv`` (the columns ``docs/make_figures.py`` reads, and more).
+
+    ``sampler`` holds the configuration name so that every configuration is its own line
+    in the figure; ``f_test_ess_per_s_min`` etc. are over test points, ``*_proj_*`` over
+    the projections.
+    """
+    out = []
+    for r in rows:
+        flat = {
+            "dataset": r["dataset"],
+            "width": r["width"],
+            "config": r["config"],
+            "parameterisation": "control" if r["config"] == "control" else r["parameterisation"],
+            "sampler": r["config"],
+            "collapsed": r["collapsed"],
+            "route": r["route"],
+            "num_draws": r["num_draws"],
+            "thinning": r["thinning"],
+            "complete": r["complete"],
+            "grads_per_draw": r["grads_per_draw"],
+            "acceptance": r["acceptance"],
+            "rhat_max": r["rhat_max"],
+            "compile_s": r["compile_s"],
+            "warmup_s": r["warmup_s"],
+            "sampling_s": r["sampling_s"],
+        }
+        for metric in ("ess", "ess_per_draw", "ess_per_grad", "ess_per_s"):
+            for key, value in r[metric].items():
+                quantity, view, stat = key.split("/")
+                middle = "" if view == "points" else f"_{view}"
+                flat[f"{quantity}{middle}_{metric}_{stat}"] = value
+        out.append(flat)
+    return out
+
+
+def write_csv(path, rows):
+    import csv
+
+    flat = csv_rows(rows)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
+        writer.writeheader()
+        for row in flat:
+            writer.writerow({k: "" if v is None else v for k, v in jsonable(row).items()})
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=("teacher", "digits"), default="teacher")
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 128, 512, 1024, 2048])
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=list(CONFIG_NAMES),
+        choices=CONFIG_NAMES,
+        metavar="CONFIG",
+        help=f"configurations to run (default all): {', '.join(CONFIG_NAMES)}",
+    )
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--num-warmup", type=int, default=500, help="warm-up kernel steps")
+    parser.add_argument("--num-samples", type=int, default=1000, help="saved draws per chain")
+    parser.add_argument(
+        "--step-thinning",
+        type=int,
+        default=5,
+        help="kernel steps per saved draw of the one-leapfrog samplers "
+        "(mala, langevin, the authors' configuration)",
+    )
+    parser.add_argument(
+        "--slow-warmup",
+        type=int,
+        default=200,
+        help="warm-up steps of std-nuts, numpyro-nuts and authors",
+    )
+    parser.add_argument(
+        "--slow-budget",
+        type=float,
+        default=45.0,
+        help="seconds of sampling (all chains) of the slow configurations",
+    )
+    parser.add_argument(
+        "--budget", type=float, default=90.0, help="seconds of sampling cap of every configuration"
+    )
+    parser.add_argument("--n-test", type=int, default=None, help="test points (default 32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="JSON results file")
+    parser.add_argument(
+        "--csv", default=None, help="also a flat CSV, one row per run (docs/make_figures.py)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: widths 32 128, 100 warm-up, 200 draws, 10 s budgets "
+        "(explicit --widths still apply)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        if "--widths" not in (argv if argv is not None else sys.argv):
+            args.widths = [32, 128]
+        args.num_warmup, args.num_samples = min(args.num_warmup, 100), min(args.num_samples, 200)
+        args.slow_warmup = min(args.slow_warmup, 100)
+        args.budget, args.slow_budget = min(args.budget, 20.0), min(args.slow_budget, 10.0)
+    if args.chains < 2:
+        parser.error("--chains must be >= 2 (R-hat and multi-chain ESS)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    jax.config.update("jax_enable_x64", True)  # a script, not the library: it owns the config
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    _, data, x_test = load_problem(args.dataset, args.n_test)
+    out_dim = data.out_dim
+    directions = output_directions(x_test.shape[0] * out_dim, NUM_PROJECTIONS)
+    configs = [c for c in CONFIGS if c.name in args.samplers]
+    machine = machine_info()
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])
+    print(f"# {command}")
+    print(
+        f"# {machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}, "
+        f"jax {machine['jax']}, numpyro {machine['numpyro']}, blackjax {machine['blackjax']}, "
+        f"arviz {machine['arviz']}, OPENBLAS_NUM_THREADS={machine['openblas_num_threads']}"
+    )
+    print(
+        f"# {args.dataset}: n_train {data.num_points}, n_test {x_test.shape[0]}, outputs "
+        f"{out_dim}, d_in {data.x.shape[1]}, noise_std {data.noise_std}; MLP 1 hidden layer gelu, "
+        f"float64, {args.chains} chains; warm-up {args.num_warmup} (slow {args.slow_warmup}), "
+        f"draws {args.num_samples}, one-step thinning {args.step_thinning}, budgets "
+        f"{args.budget:g} s (slow {args.slow_budget:g} s)",
+        flush=True,
+    )
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "csv")}
+    settings["n_train"], settings["n_test"] = data.num_points, int(x_test.shape[0])
+    settings["out_dim"], settings["noise_std"] = out_dim, float(data.noise_std)
+    report = {
+        "schema": SCHEMA,
+        "command": command,
+        "machine": machine,
+        "settings": settings,
+        "runs": [],
+        "targets": [],
+    }
+    start = time.perf_counter()
+    for width in args.widths:
+        net = make_net(width, out_dim)
+        rows = []
+        for cfg in configs:
+            plan = plan_for(cfg, args, width)
+            t0 = time.perf_counter()
+            draws, stats, timings, info = RUNNERS[cfg.kind](cfg, net, data, x_test, plan, args)
+            wall = time.perf_counter() - t0
+            row = summarise(
+                cfg, plan, draws, stats, timings, info, directions, args, width, args.dataset, wall
+            )
+            rows.append(row)
+            s = row["ess_per_s"]
+            print(
+                f"# width {width} {cfg.name}: {row['num_draws']} draws/chain, ESS/s f_test min "
+                f"{fmt(s['f_test/points/min'])}, f_test_mean min "
+                f"{fmt(s['f_test_mean/points/min'])}; compile {row['compile_s']:.1f} s, warm-up "
+                f"{row['warmup_s']:.1f} s, sampling {row['sampling_s']:.1f} s "
+                f"(elapsed {time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+        add_ratios(rows)
+        print_tables(rows, args.dataset, width)
+        report["runs"].extend(rows)
+        report["targets"] = target_checks(report["runs"], args.dataset)
+        report["elapsed_s"] = time.perf_counter() - start
+        if args.out:
+            with open(args.out, "w") as handle:
+                json.dump(jsonable(report), handle, indent=1)
+        if args.csv:
+            write_csv(args.csv, report["runs"])
+    print("\n### Targets (BENCHMARKS.md)\n")
+    for check in report["targets"]:
+        mark = {True: "PASS", False: "FAIL", None: "----"}[check["passed"]]
+        threshold = "" if check["threshold"] is None else f" (threshold {fmt(check['threshold'])})"
+        print(f"- {mark} {check['check']}: {fmt(check['value'])}{threshold}")
+    print(f"\n# total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
