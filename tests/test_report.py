@@ -1,4 +1,4 @@
-"""Tests of wide_bnn.plots, wide_bnn.sweep and wide_bnn.report on synthetic runs.
+"""Tests of wide_bnn.plots, wide_bnn.sweep and wide_bnn.reporting on synthetic runs.
 
 Synthetic SampleResults stand in for sampling runs so that the report, its
 figures and the sweep table are checked in seconds; the real sampler is
@@ -29,7 +29,7 @@ from wide_bnn.plots import (
     plot_predictive_vs_nngp,
     plot_trace,
 )
-from wide_bnn.report import report, result_html, verdict
+from wide_bnn.reporting import report, result_html, verdict
 from wide_bnn.results import SampleResult
 from wide_bnn.sweep import (
     Sweep,

@@ -141,13 +141,13 @@ def check_linear(sampler, parameterisation):
         collapsed=False,
         num_chains=4,
         num_warmup=300,
-        num_samples=500,
+        num_samples=1500,
         seed=0,
         progress=False,
     )
-    assert result.complete and result.num_draws == 500 and result.num_chains == 4
+    assert result.complete and result.num_draws == 1500 and result.num_chains == 4
     f = result.draws["f_test"]
-    assert f.shape == (4, 500, 3, 2)
+    assert f.shape == (4, 1500, 3, 2)
     z = z_against_truth(f, mean, var)
     assert np.all(np.abs(z) < bound(z.size)), np.round(z, 2)
     # Without hidden parameters E[f(x_test) | hidden] is the exact predictive mean.

@@ -43,7 +43,7 @@ _LAZY = {
     "plot_ess_vs_width": "wide_bnn.plots",
     "plot_predictive_vs_nngp": "wide_bnn.plots",
     "plot_trace": "wide_bnn.plots",
-    "report": "wide_bnn.report",
+    "report": "wide_bnn.reporting",
     "Sweep": "wide_bnn.sweep",
     "width_sweep": "wide_bnn.sweep",
 }

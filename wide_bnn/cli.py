@@ -239,7 +239,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def _demo(args) -> int:
     from wide_bnn.datasets import load
-    from wide_bnn.report import report
+    from wide_bnn.reporting import report
     from wide_bnn.sweep import width_sweep
 
     plan = dict(DEMO_QUICK if args.quick else DEMO)
@@ -351,7 +351,7 @@ def _sample(args) -> int:
     from wide_bnn.datasets import load
     from wide_bnn.diagnostics import diagnose, save_inference_data, to_inference_data
     from wide_bnn.nets import mlp
-    from wide_bnn.report import report
+    from wide_bnn.reporting import report
     from wide_bnn.sampling import sample
     from wide_bnn.sweep import nngp_moments
 
@@ -416,7 +416,7 @@ def _sample(args) -> int:
 
 
 def _report(args) -> int:
-    from wide_bnn.report import report
+    from wide_bnn.reporting import report
 
     if not args.run_dir.is_dir():
         raise CLIError(f"RUN_DIR {os.fspath(args.run_dir)!r} is not a directory")

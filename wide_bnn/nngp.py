@@ -59,7 +59,7 @@ __all__ = [
     "nngp_predict",
 ]
 
-DEFAULT_BLOCK_SIZE = 512
+DEFAULT_BLOCK_SIZE = 256
 """Side of the square tiles the kernel is computed in (rows x columns per tile)."""
 
 DEFAULT_QUADRATURE_ORDER = 48

@@ -142,20 +142,22 @@ def bnn(
     Under :func:`reparam` (and with ``y``) the readout becomes a deterministic site
     and the latent site is ``<name>_readout_white``.
     """
-    dtype, hidden, scales = _sample_hidden(name, net, x, w_std, b_std, out_w_std, out_b_std)
-    _check_route(route)
+    shapes, scales = _check_component(name, net, x, route, w_std, b_std, out_w_std, out_b_std)
+    if y is not None:
+        targets, noise_var = _check_targets(net, x, y, noise_std)
+    elif noise_std is not None:
+        _check_noise_std(noise_std)
+    # Validation first, so that bad input never leaves half a model in the trace.
+    hidden = _sample_hidden(name, shapes, x.dtype)
     feature_fn = _feature_fn(net, hidden, scales)
     psi = feature_fn(x)
     shape = (psi.shape[1], net.out_dim)
     infer = {}
     if y is not None:
-        targets, noise_var = _check_targets(net, x, y, noise_std, dtype)
         info = _info("readout", name, psi, targets, noise_var, route, feature_fn)
         infer = {INFER_KEY: info}
-    elif noise_std is not None:
-        _check_noise_std(noise_std)
     readout = numpyro.sample(f"{name}_readout", _standard_normal(shape), infer=infer)
-    return psi @ jnp.asarray(readout).astype(dtype)
+    return psi @ jnp.asarray(readout).astype(x.dtype)
 
 
 def bnn_collapsed(
@@ -194,9 +196,9 @@ def bnn_collapsed(
         raise ValueError(
             "y is required by bnn_collapsed; predict with readout_posterior(..., x_test=...)"
         )
-    dtype, hidden, scales = _sample_hidden(name, net, x, w_std, b_std, out_w_std, out_b_std)
-    _check_route(route)
-    targets, noise_var = _check_targets(net, x, y, noise_std, dtype)
+    shapes, scales = _check_component(name, net, x, route, w_std, b_std, out_w_std, out_b_std)
+    targets, noise_var = _check_targets(net, x, y, noise_std)
+    hidden = _sample_hidden(name, shapes, x.dtype)
     feature_fn = _feature_fn(net, hidden, scales)
     psi = feature_fn(x)
     info = _info("marginal", name, psi, targets, noise_var, route, feature_fn)
@@ -254,12 +256,20 @@ class WhitenedReadoutPrior(dist.Distribution):
         )
 
     def log_prob(self, value: jax.Array) -> jax.Array:
+        value = jnp.asarray(value)
+        batch = value.shape[: value.ndim - 2]
+        if batch:
+            flat = value.reshape((-1, *self.event_shape))
+            return jax.vmap(self._log_prob)(flat).reshape(batch)
+        return self._log_prob(value)
+
+    def _log_prob(self, value):
         cond = self.conditional
-        readout = cond.transform(jnp.asarray(value).astype(cond.mean.dtype))
+        readout = cond.transform(value.astype(cond.mean.dtype))
         log_prior = -0.5 * (jnp.sum(jnp.square(readout)) + readout.size * math.log(2 * math.pi))
-        value = log_prior + cond.log_det()
+        result = log_prior + cond.log_det()
         # A failed factorisation rejects the proposal instead of poisoning the chain.
-        return jnp.where(cond.ok & jnp.isfinite(value), value, -jnp.inf)
+        return jnp.where(cond.ok & jnp.isfinite(result), result, -jnp.inf)
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         cond = self.conditional
@@ -383,7 +393,8 @@ class MarginalGaussian(dist.Distribution):
         dtype = self.features.dtype
         readout = jax.random.normal(key_b, (*sample_shape, p, k), dtype)
         noise = jax.random.normal(key_e, (*sample_shape, n, k), dtype)
-        return jnp.matmul(self.features, readout) + jnp.sqrt(self.noise_var) * noise
+        signal = jnp.einsum("np,...pk->...nk", self.features, readout)
+        return signal + jnp.sqrt(self.noise_var) * noise
 
 
 def readout_posterior(
@@ -566,19 +577,21 @@ def _key_name(entry) -> str:
     return str(entry)
 
 
-def _sample_hidden(name, net, x, w_std, b_std, out_w_std, out_b_std):
+def _check_component(name, net, x, route, w_std, b_std, out_w_std, out_b_std):
     _check_name(name)
+    _check_route(route)
     shapes = _hidden_shapes(net, x)
     scales = _check_scales(net, w_std, b_std, out_w_std, out_b_std)
-    dtype = x.dtype
+    return shapes, scales
+
+
+def _sample_hidden(name, shapes, dtype):
     leaves = []
     for site, leaf in _hidden_sites(name, shapes):
         value = numpyro.sample(site, _standard_normal(leaf.shape))
         # Keep the data's precision whatever NumPyro's default float is.
         leaves.append(jnp.asarray(value).astype(dtype))
-    treedef = jax.tree_util.tree_structure(shapes)
-    hidden = jax.tree_util.tree_unflatten(treedef, leaves)
-    return dtype, hidden, scales
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), leaves)
 
 
 def _feature_fn(net, hidden, scales):
@@ -634,7 +647,7 @@ def _check_scales(net, w_std, b_std, out_w_std, out_b_std):
     return w_ratio, b_ratio, out_w_std, out_b_std
 
 
-def _check_targets(net, x, y, noise_std, dtype):
+def _check_targets(net, x, y, noise_std):
     if noise_std is None:
         raise ValueError("noise_std is required when y is given (it defines the whitening)")
     _check_noise_std(noise_std)
@@ -647,8 +660,8 @@ def _check_targets(net, x, y, noise_std, dtype):
         )
     if not jnp.issubdtype(targets.dtype, jnp.floating):
         raise ValueError(f"y must be a floating array, got dtype {targets.dtype}")
-    noise_var = jnp.square(jnp.asarray(noise_std, dtype))
-    return targets.astype(dtype), noise_var
+    noise_var = jnp.square(jnp.asarray(noise_std, x.dtype))
+    return targets.astype(x.dtype), noise_var
 
 
 def _check_noise_std(noise_std):

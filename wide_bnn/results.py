@@ -73,6 +73,6 @@ class SampleResult:
         return to_inference_data(self)
 
     def _repr_html_(self) -> str:
-        from wide_bnn.report import result_html
+        from wide_bnn.reporting import result_html
 
         return result_html(self)

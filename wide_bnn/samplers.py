@@ -13,7 +13,7 @@ name           transition                                                      t
 ``nuts``       BlackJAX NUTS (multinomial, max tree depth 10)                  step size,
                                                                                diag. mass
 ``hmc``        BlackJAX HMC, ``num_integration_steps`` leapfrog steps with a   step size,
-               +-``step_size_jitter`` uniform jitter of the step size          diag. mass
+               +-``step_size_jitter`` (default 90%) uniform step-size jitter    diag. mass
 ``mala``       Metropolis-adjusted Langevin; implemented as one-leapfrog HMC   step size,
                (identical to preconditioned MALA with step ``eps^2 / 2``)      diag. mass
 ``langevin``   Underdamped Langevin / generalised HMC (``blackjax.ghmc``):     step size,
@@ -445,8 +445,15 @@ def _build_static_hmc(num_steps, jitter):
             key_jitter, key_kernel = jax.random.split(key)
             step_size = params["step_size"]
             if spread > 0:
-                # A random step size independent of the state keeps detailed balance
-                # and breaks the periodicity of a fixed trajectory on Gaussian targets.
+                # A random step size independent of the state keeps detailed balance and
+                # breaks the (near-)periodicity of a fixed trajectory on near-Gaussian
+                # targets. Without it, trajectories of about half a period reflect the
+                # state through the mean, or whole periods leave it in place, and the
+                # chain is practically non-ergodic. Measured with 10 steps: on a Gaussian
+                # truncated at +2 sd the left tail was never reached (mean off by 55
+                # standard errors without jitter); on a 50-d Gaussian the min ESS of 8000
+                # draws was 65 without jitter, 7814 / 6448 (x) and 1991 / 2685 (x^2)
+                # with +-50% / +-90%; 3-d tuned steps of ~0.7 sd still stuck at +-50%.
                 factor = jax.random.uniform(
                     key_jitter, (), dtype, minval=1.0 - spread, maxval=1.0 + spread
                 )
@@ -700,8 +707,9 @@ SAMPLERS: Mapping[str, SamplerInfo] = types.MappingProxyType(
         ),
         "hmc": _info(
             "hmc",
-            "static HMC with a jittered step size; step size and diagonal mass tuned (0.8)",
-            {**_COMMON_HMC, "num_integration_steps": 10, "step_size_jitter": 0.2},
+            "static HMC with a +-90% jittered step size; step size and diagonal mass tuned "
+            "(target 0.8)",
+            {**_COMMON_HMC, "num_integration_steps": 10, "step_size_jitter": 0.9},
             True,
             _drop_none_target(_build_static_hmc(None, None), 0.8),
         ),

@@ -178,7 +178,8 @@ def build_target(
 
         def to_params(key, position):
             del key
-            return unravel(position)
+            params = unravel(position)
+            return params, rp.conditional(params["hidden"])
 
     elif not collapsed:
 
@@ -190,7 +191,12 @@ def build_target(
 
         def to_params(key, position):
             del key
-            return rp.forward(unravel(position))
+            phi = unravel(position)
+            cond = rp.conditional(phi["hidden"])
+            # With the default kernel_reg the map T is the exact conditional's own
+            # square root, so one factorisation gives the readout and the predictions.
+            readout = net.readout_from_matrix(cond.transform(net.readout_matrix(phi["readout"])))
+            return {"hidden": phi["hidden"], "readout": readout}, cond
 
     else:
 
@@ -202,8 +208,9 @@ def build_target(
 
         def to_params(key, position):
             hidden = unravel(position)
-            readout = rp.sample_readout(key, hidden)
-            return {"hidden": hidden, "readout": readout}
+            cond = rp.conditional(hidden)
+            readout = net.readout_from_matrix(cond.sample(key))
+            return {"hidden": hidden, "readout": readout}, cond
 
     _, unravel_params = ravel_pytree(params_zeros)
 
@@ -220,9 +227,8 @@ def build_target(
     names = param_names(params_shapes) if keep_params else ()
 
     def record(key, position, consts):
-        params = to_params(key, position)
+        params, cond = to_params(key, position)
         hidden = params["hidden"]
-        cond = rp.conditional(hidden)
         readout = net.readout_matrix(params["readout"])
         psi_test = net.readout_features(hidden, consts["x_test"])
         out = {
