@@ -125,6 +125,8 @@ from wide_bnn.targets import project, projection
 SCHEMA = "wide_bnn-bench-p1/1"
 W_STD, B_STD, OUT_W_STD, OUT_B_STD = math.sqrt(2.0), 0.1, 1.0, 0.1
 NUM_PROJECTIONS = 100
+#: Fewer saved draws per chain than this: no ESS is reported (NaN).
+MIN_DRAWS = 20
 #: Rows whose largest R-hat exceeds this are flagged and never picked as "best".
 RHAT_UNMIXED = 1.1
 
@@ -692,6 +694,9 @@ def summarise(cfg, plan, draws, stats, timings, info, directions, args, width, d
         "weights/proj": np.asarray(draws["projections"]),
     }
     ess, frozen, rhat_max = ess_summary(views)
+    if num_draws < MIN_DRAWS:
+        # ArviZ returns ~N for a handful of draws: an ESS from them would flatter the row.
+        ess = {key: math.nan for key in ess}
     grads = int(np.sum(stats["num_grad_evals"]))
     seconds = float(timings["sampling"])
     total_draws = chains * num_draws
@@ -703,7 +708,9 @@ def summarise(cfg, plan, draws, stats, timings, info, directions, args, width, d
             f"f_test_mean frozen within every chain at {frozen['f_test_mean/points']} elements: "
             "ESS reported as 0 (undefined), R-hat inf"
         )
-    if num_draws < 50:
+    if num_draws < MIN_DRAWS:
+        notes.append(f"only {num_draws} draws per chain (< {MIN_DRAWS}): ESS not estimated")
+    elif num_draws < 100:
         notes.append(f"only {num_draws} draws per chain: ESS estimates are rough")
     if not info["complete"]:
         notes.append(f"stopped by the {plan.budget:g} s sampling budget")

@@ -6,8 +6,8 @@ Gaussian target with a region where the log-density and its gradient are NaN. Th
 exact answer is a truncated Gaussian, so one test checks exactness, that NaN
 proposals are rejected and never entered, and that a chain keeps moving after them.
 
-False-failure check (offline, no seed hunting): the statistical test below was run
-with 30 other key seeds per sampler; pass counts are in the report of issue 4.
+False-failure check (offline, no seed hunting): the statistical test below was rerun
+as 30 independent replicates per sampler; pass counts are in the report of issue 4.
 """
 
 import math
@@ -30,6 +30,9 @@ from wide_bnn.samplers import (
 )
 
 ALL = tuple(SAMPLERS)
+# Family-wise false-failure probability of the statistical test (fixed seeds: the chance
+# that an innocent change of random streams trips it).
+LEVEL = 0.001
 
 
 def run_chains(kernel, positions, key, num_warmup, num_samples):
@@ -133,7 +136,7 @@ def test_kernel_exact_on_gaussian_with_nan_region(name):
     # Exactness: moments of the truncated Gaussian within a Bonferroni-corrected MCSE bound.
     means, variances = truncated_moments()
     z = z_scores(draws, means, variances)
-    bound = norm.ppf(1 - 0.01 / (2 * z.size))
+    bound = norm.ppf(1 - LEVEL / (2 * z.size))
     assert np.all(np.abs(z) < bound), (name, np.round(z, 2))
 
 

@@ -3,7 +3,7 @@
 Statistical tests compare estimates with known answers through
 ``|estimate - truth| / MCSE`` (ArviZ MCSE; for variances the MCSE of the mean of the
 squared deviations) against a Bonferroni-corrected normal quantile at a family-wise
-level of 1%. No seed was chosen by trying: every test uses seed 0 (or the seed in its
+level of 0.1%. No seed was chosen by trying: every test uses seed 0 (or the seed in its
 fixture), and the false-failure rate was checked offline by rerunning each test's
 configuration with 25 independent replicates (pass counts in the report of issue 4).
 
@@ -36,7 +36,9 @@ from wide_bnn.samplers import SAMPLERS
 from wide_bnn.sampling import sample
 from wide_bnn.targets import build_target, project, projection
 
-LEVEL = 0.01  # family-wise false-failure probability of each statistical test
+# Family-wise false-failure probability of each statistical test. The tests have fixed
+# seeds, so this is the chance that an innocent change of random streams trips a test.
+LEVEL = 0.001
 
 
 def bound(num_tests):

@@ -4,7 +4,7 @@ Layout of a checkpoint directory:
 
 ``state.npz``
     the run's fingerprint, the number of saved draws it covers, the chain states and
-    the tuned kernel parameters (written after warm-up and after every chunk);
+    the tuning states (written after warm-up and after every chunk);
 ``draws_<start>.npz``
     the recorded draws and statistics of the chunk starting at draw ``start``.
 
@@ -39,15 +39,15 @@ class Checkpoint(NamedTuple):
         Saved draws per chain covered by the checkpoint.
     states : pytree
         Chain states after those draws (or after warm-up when ``num_draws == 0``).
-    params : pytree
-        Tuned kernel parameters.
+    tuning : pytree
+        Tuning states (frozen after warm-up; the kernel parameters derive from them).
     draws, stats : dict of str to numpy.ndarray
         ``(chain, num_draws, ...)`` recorded arrays and sampler statistics.
     """
 
     num_draws: int
     states: Any
-    params: Any
+    tuning: Any
     draws: dict[str, np.ndarray]
     stats: dict[str, np.ndarray]
 
@@ -62,7 +62,7 @@ def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
+            np.savez(stream, **arrays)  # type: ignore[arg-type]  # numpy stub overloads
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
@@ -102,15 +102,15 @@ def _tree_from(prefix: str, stored, template: Any) -> Any:
     return jax.tree_util.tree_unflatten(treedef, restored)
 
 
-def write_state(directory: str, fingerprint: str, num_draws: int, states: Any, params: Any) -> None:
-    """Atomically write the chain states and tuned parameters after ``num_draws`` draws."""
+def write_state(directory: str, fingerprint: str, num_draws: int, states: Any, tuning: Any) -> None:
+    """Atomically write the chain states and tuning states after ``num_draws`` draws."""
     arrays = {
         "format": np.asarray(_FORMAT),
         "fingerprint": np.asarray(fingerprint),
         "num_draws": np.asarray(num_draws, np.int64),
     }
     arrays.update(_tree_arrays("states", states))
-    arrays.update(_tree_arrays("params", params))
+    arrays.update(_tree_arrays("tuning", tuning))
     _write_atomic(os.path.join(directory, STATE_FILE), arrays)
 
 
@@ -127,7 +127,7 @@ def read(
     directory: str,
     fingerprint: str,
     states_template: Any,
-    params_template: Any,
+    tuning_template: Any,
     draw_names: tuple[str, ...],
     stat_names: tuple[str, ...],
 ) -> Checkpoint | None:
@@ -162,14 +162,14 @@ def read(
     try:
         num_draws = int(stored["num_draws"])
         states = _tree_from("states", stored, states_template)
-        params = _tree_from("params", stored, params_template)
+        tuning = _tree_from("tuning", stored, tuning_template)
         draws, stats = _read_draws(directory, num_draws, draw_names, stat_names)
     except Exception as exc:
         raise ValueError(
             f"checkpoint_dir={directory!r} holds a corrupt or incomplete checkpoint "
             f"({exc}); delete it or choose another checkpoint_dir"
         ) from exc
-    return Checkpoint(num_draws, states, params, draws, stats)
+    return Checkpoint(num_draws, states, tuning, draws, stats)
 
 
 def _read_draws(directory, num_draws, draw_names, stat_names):

@@ -142,6 +142,9 @@ def sample(
         sampled coordinates), ``acceptance_rate`` (mean over the ``thinning`` steps),
         ``diverging`` (any), ``n_steps`` and ``num_grad_evals`` (sums), and where the
         sampler has them ``energy``, ``step_size``, ``tree_depth`` (last step);
+        ``timings`` in seconds: ``compile`` (tracing, compilation and the initial states),
+        ``warmup`` and ``sampling`` (execution only); ``settings`` include the resolved
+        sampler options and the tuned per-chain values (``settings["adapted"]``);
         ``complete=False`` when interrupted by Ctrl-C.
 
     Raises
@@ -505,7 +508,7 @@ class _Run:
         self._stat_zeros = _zeros(
             {
                 **jax.eval_shape(_aggregate, _stacked(step_shapes), jnp.ones((1,), bool)),
-                "lp": jax.ShapeDtypeStruct((chains,), self.target.dtype),
+                "lp": jax.eval_shape(jax.vmap(self.kernel.logdensity), state_shapes),
             }
         )
         draw_names, stat_names = tuple(record_shapes), tuple(self._stat_zeros)
@@ -526,14 +529,14 @@ class _Run:
             future = None if directory is not None else pool.submit(lowered.compile)
             states, init_lp, tunes = self._initial_states(init_keys, state_keys, key_positions)
             fingerprint = self._fingerprint(states, init_lp)
-            draws = {n: [] for n in draw_names}
-            stats = {n: [] for n in stat_names}
+            draws: dict[str, list[np.ndarray]] = {n: [] for n in draw_names}
+            stats: dict[str, list[np.ndarray]] = {n: [] for n in stat_names}
             done = None
             if directory is not None:
                 os.makedirs(directory, exist_ok=True)
                 restored = ckpt.read(directory, fingerprint, states, tunes, draw_names, stat_names)
                 if restored is not None:
-                    states, tunes, done = restored.states, restored.params, restored.num_draws
+                    states, tunes, done = restored.states, restored.tuning, restored.num_draws
                     for name in draw_names:
                         draws[name] = [restored.draws[name]] if done else []
                     for name in stat_names:

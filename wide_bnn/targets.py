@@ -281,14 +281,14 @@ def projection(num_params: int, num_projections: int, dtype) -> dict[str, np.nda
         return {"dense": (dense / np.where(norms > 0, norms, 1.0)).astype(dtype)}
     per_group = -(-num_params // num_projections)
     padded = per_group * num_projections
-    index = np.full(padded, num_params, np.int32)
-    index[:num_params] = rng.permutation(num_params)
-    signs = np.zeros(padded)
-    signs[:num_params] = rng.choice([-1.0, 1.0], size=num_params)
+    slots = np.full(padded, num_params, np.int32)
+    slots[:num_params] = rng.permutation(num_params)
+    slot_signs = np.zeros(padded)
+    slot_signs[:num_params] = rng.choice([-1.0, 1.0], size=num_params)
     # Slot s goes to group s % P, so the (fewer than P) padding slots fall in distinct
     # groups and every group keeps at least one parameter.
-    index = np.ascontiguousarray(index.reshape(per_group, num_projections).T)
-    signs = signs.reshape(per_group, num_projections).T
+    index = np.ascontiguousarray(slots.reshape(per_group, num_projections).T)
+    signs = slot_signs.reshape(per_group, num_projections).T
     counts = np.sum(np.abs(signs), axis=1, keepdims=True)
     return {"index": index, "weight": (signs / np.sqrt(counts)).astype(dtype)}
 
