@@ -538,6 +538,26 @@ def test_non_finite_network_output_gives_minus_inf(route, kernel_reg):
 
 
 @pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(("n", "p"), [(5, 9), (9, 5)])
+def test_conditional_log_marginal_reuses_the_factorisation(n, p, route):
+    rng = np.random.default_rng(17)
+    psi = jnp.asarray(rng.normal(size=(n, p)))
+    y = jnp.asarray(rng.normal(size=(n, 3)))
+
+    @jax.jit
+    def report(s):
+        cond = gaussian.readout_conditional(psi, y, s, route=route)
+        return cond.log_marginal(psi, y), naive_log_marginal(psi, y, s)
+
+    for s in (0.3, 0.01):
+        fast, slow = report(s)
+        np.testing.assert_allclose(fast, slow, rtol=1e-10)
+    # A failed factorisation gives -inf, like log_marginal_gaussian.
+    failed = gaussian.readout_conditional(jnp.zeros((3, 4)), jnp.ones((3, 1)), -1.0, route=route)
+    assert float(failed.log_marginal(jnp.zeros((3, 4)), jnp.ones((3, 1)))) == -np.inf
+
+
+@pytest.mark.parametrize("route", ROUTES)
 def test_failed_factorisation_gives_minus_inf_and_zero_gradient(route):
     y = jnp.ones((3, 1))
     fn = lambda a, s: gaussian.log_marginal_gaussian_and_ok(a, y, s, route=route)

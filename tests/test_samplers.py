@@ -114,9 +114,9 @@ def truncated_moments():
 
 
 # Fast: the kernels with their own NaN handling (elliptical slice would accept a NaN,
-# pCNL is hand-written, GHMC carries a persistent slice); the others are BlackJAX's
+# pCN and pCNL are hand-written, GHMC carries a persistent slice); the others are BlackJAX's
 # standard MH kernels, also covered end-to-end in test_sampling.py.
-FAST_KERNELS = ("langevin", "pcnl", "elliptical")
+FAST_KERNELS = ("langevin", "pcn", "pcnl", "elliptical")
 KERNEL_CASES = [
     name if name in FAST_KERNELS else pytest.param(name, marks=pytest.mark.slow) for name in ALL
 ]
@@ -186,6 +186,44 @@ def test_pcn_scale_is_capped_at_one():
     assert float(final["scale"]) == 1.0 and float(current["scale"]) == 1.0
     final, _ = tune(kernel, np.zeros(200))  # never accepted: shrink it
     assert 0 < float(final["scale"]) < 0.05
+
+
+def test_pcn_keeps_the_factorisation_of_its_state_for_recording():
+    """With the collapsed target's cache, pCN takes the same steps and records the same draws."""
+    from wide_bnn.data import RegressionData
+    from wide_bnn.nets import mlp
+    from wide_bnn.targets import build_target
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(6, 2)))
+    data = RegressionData(x, jnp.asarray(rng.normal(size=(6, 1))), 0.3)
+    target = build_target(mlp((5,), 1, "tanh"), data, x_test=x[:3])
+    assert target.loglik_cache_fn is not None
+    args = ("pcn", target.logdensity_fn, target.loglik_fn, target.dim, jnp.float64)
+    plain = build_kernel(*args, {"scale": 0.5})
+    cached = build_kernel(*args, {"scale": 0.5}, loglik_cache_fn=target.loglik_cache_fn)
+
+    @jax.jit
+    def run(key):
+        def chain(kernel):
+            def one(state, key):
+                state, _ = kernel.step(key, state, {"scale": jnp.asarray(0.5)})
+                cache = kernel.cache(state)
+                record = target.record(key, kernel.position(state), target.record_consts, cache)
+                return state, (kernel.position(state), kernel.logdensity(state), record)
+
+            start = kernel.init(key, target.init_position(key))
+            return jax.lax.scan(one, start, jax.random.split(key, 40))[1]
+
+        return chain(plain), chain(cached)
+
+    (pos_a, lp_a, rec_a), (pos_b, lp_b, rec_b) = run(jax.random.key(4))
+    assert plain.cache(plain.init(jax.random.key(0), pos_a[0])) is None
+    assert len(np.unique(np.asarray(pos_a[:, 0]))) > 5  # the chain moved
+    np.testing.assert_allclose(pos_a, pos_b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lp_a, lp_b, rtol=1e-10)
+    for name in ("f_test", "f_test_mean", "projections"):
+        np.testing.assert_allclose(rec_a[name], rec_b[name], rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["nuts", "langevin"])

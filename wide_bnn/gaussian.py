@@ -174,6 +174,32 @@ class ReadoutConditional(NamedTuple):
         half_logdet = jnp.sum(jnp.log(jnp.diagonal(self.factor)))
         return num_outputs * (0.5 * size * jnp.log(self.reg) - half_logdet)
 
+    def log_marginal(self, psi: jax.Array, y: jax.Array) -> jax.Array:
+        """``sum_j log N(y_j; 0, psi psi^T + reg I)`` from this factorisation (scalar).
+
+        Equal to :func:`log_marginal_gaussian` with ``noise_var = reg`` (``-inf`` where
+        ``ok`` is False), without factorising again; for gradient-free samplers that
+        keep the factorisation of the current state. Not differentiable by design.
+
+        Parameters
+        ----------
+        psi : jax.Array, shape (n, p)
+            The features this conditional was built from.
+        y : jax.Array, shape (n, k)
+            The targets it was built from.
+        """
+        n, k = y.shape
+        logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(self.factor)))
+        if self.features is None:
+            # As in the primal marginal: a sum of non-negative terms, no cancellation.
+            residual = y - psi @ self.mean
+            quad = jnp.sum(jnp.square(residual)) / self.reg + jnp.sum(jnp.square(self.mean))
+            logdet = logdet + (n - psi.shape[1]) * jnp.log(self.reg)
+        else:
+            quad = jnp.sum(jnp.square(solve_triangular(self.factor, y, lower=True)))
+        value = -0.5 * (quad + k * logdet + n * k * _LOG_2PI)
+        return _finish(value, self.ok, psi)[0]
+
     def sample(self, key: jax.Array) -> jax.Array:
         """An exact draw ``B ~ N(M, reg (G + reg I)^-1)`` per column, shape (p, k)."""
         noise = jax.random.normal(key, self.mean.shape, self.mean.dtype)

@@ -19,8 +19,8 @@ name           transition                                                      t
 ``langevin``   Underdamped Langevin / generalised HMC (``blackjax.ghmc``):     step size,
                one leapfrog step, partial momentum refresh ``alpha``,          diag. mass
                momentum flip on rejection
-``pcn``        preconditioned Crank-Nicolson: ``blackjax.rmh`` on the          scale ``s``
-               likelihood part with ``x' = sqrt(1 - s^2) x + s xi``
+``pcn``        preconditioned Crank-Nicolson: own Metropolis-Hastings kernel   scale ``s``
+               on the likelihood part, ``x' = sqrt(1 - s^2) x + s xi``
 ``pcnl``       pCN-Langevin (Cotter et al. 2013) with the full potential       scale ``s``
                ``Phi = -log target - 0.5 ||x||^2``, own MH kernel
 ``elliptical`` ``blackjax.elliptical_slice`` with the N(0, I) prior            nothing
@@ -65,7 +65,7 @@ import numpy as np
 from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
-from blackjax.mcmc import elliptical_slice, ghmc, hmc, nuts, random_walk
+from blackjax.mcmc import elliptical_slice, ghmc, hmc, nuts
 
 __all__ = [
     "DEFAULT_SAMPLER",
@@ -120,6 +120,10 @@ class Kernel(NamedTuple):
         ``schedule(num_warmup) -> numpy int array (num_warmup, 2)``.
     stat_names : tuple of str
         Keys of the ``stats`` dict returned by ``step``.
+    cache : callable
+        ``cache(state) -> pytree or None``: what the target's ``loglik_cache_fn``
+        computed at the state's position (pass it to ``Target.record``), or ``None``
+        for kernels that do not keep it.
     """
 
     init: Callable
@@ -132,6 +136,7 @@ class Kernel(NamedTuple):
     adapt_final: Callable
     schedule: Callable
     stat_names: tuple[str, ...]
+    cache: Callable = lambda state: None
 
 
 class SamplerInfo(NamedTuple):
@@ -146,7 +151,11 @@ class SamplerInfo(NamedTuple):
     uses_gradient : bool
         Whether the kernel needs the gradient of the log-density.
     build : callable
-        ``build(logdensity_fn, loglik_fn, dim, dtype, options) -> Kernel``.
+        ``build(logdensity_fn, loglik_fn, dim, dtype, options) -> Kernel``; with
+        ``keeps_cache`` also the keyword ``loglik_cache_fn``.
+    keeps_cache : bool
+        Whether the kernel can keep the target's factorisation in its state
+        (:attr:`Kernel.cache`).
     """
 
     name: str
@@ -154,6 +163,7 @@ class SamplerInfo(NamedTuple):
     defaults: Mapping[str, Any]
     uses_gradient: bool
     build: Callable
+    keeps_cache: bool = False
 
 
 # -- option checks ---------------------------------------------------------------------
@@ -325,7 +335,7 @@ def _no_tuning(params):
     )
 
 
-def _as_kernel(init, step, position, logdensity, tuning, stat_names, dtype):
+def _as_kernel(init, step, position, logdensity, tuning, stat_names, dtype, cache=None):
     tune_init, tune_update, tune_params, tune_final, schedule = tuning
 
     # Type stability: with x64 enabled, BlackJAX's and the tuning's Python-float
@@ -354,6 +364,7 @@ def _as_kernel(init, step, position, logdensity, tuning, stat_names, dtype):
         tune_final,
         schedule,
         tuple(stat_names),
+        *(() if cache is None else (cache,)),
     )
 
 
@@ -538,38 +549,67 @@ def _likelihood_state_fns():
     return (lambda state: state.position, logdensity)
 
 
-def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options):
+class PCNState(NamedTuple):
+    """State of the pCN chain: the position, its log-likelihood part and its cache.
+
+    ``cache`` is what the target's ``loglik_cache_fn`` returned with the
+    log-likelihood (the factorisation of the collapsed target, so that recording a
+    draw needs no second one), or ``None``.
+    """
+
+    position: jax.Array
+    logdensity: jax.Array
+    cache: Any = None
+
+
+def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=None):
     del logdensity_fn
-    kernel = random_walk.build_rmh()
+    if loglik_cache_fn is None:
+
+        def loglik_cache_fn(position):
+            return loglik_fn(position), None
 
     def init(key, position):
         del key
-        return random_walk.init(position, loglik_fn)
+        return PCNState(position, *loglik_cache_fn(position))
 
     def step(key, state, params):
         scale = params["scale"]
         persistence = jnp.sqrt(1.0 - jnp.square(scale))
-
-        def propose(key_proposal, position):
-            noise = jax.random.normal(key_proposal, position.shape, position.dtype)
-            return persistence * position + scale * noise
-
-        # pCN is reversible with respect to the N(0, I) prior, so the Metropolis ratio
-        # of the symmetric-proposal RMH on the likelihood part is exactly pCN's.
-        state, info = kernel(key, state, loglik_fn, propose)
-        proposal_ok = jnp.isfinite(info.proposal.logdensity)
+        key_proposal, key_accept = jax.random.split(key)
+        noise = jax.random.normal(key_proposal, state.position.shape, state.position.dtype)
+        moved = persistence * state.position + scale * noise
+        proposal = PCNState(moved, *loglik_cache_fn(moved))
+        # The pCN proposal is reversible with respect to the N(0, I) prior, so the
+        # Metropolis-Hastings ratio is the ratio of the likelihood parts alone. A -inf
+        # proposal (failed factorisation, non-finite value) has probability 0; from a
+        # -inf state any finite proposal is taken (-inf - -inf is NaN: rejected).
+        log_ratio = proposal.logdensity - state.logdensity
+        acceptance_rate = jnp.where(jnp.isnan(log_ratio), 0.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))
+        accept = jax.random.uniform(key_accept, (), state.position.dtype) < acceptance_rate
+        new_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(accept, new, old), proposal, state
+        )
         stats = {
-            "acceptance_rate": info.acceptance_rate,
-            "diverging": ~proposal_ok,
+            "acceptance_rate": acceptance_rate,
+            "diverging": ~jnp.isfinite(proposal.logdensity),
             "n_steps": jnp.asarray(1, jnp.int32),
             "num_grad_evals": jnp.asarray(1, jnp.int32),
             "step_size": scale,
         }
-        return state, stats
+        return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.25)
     names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
-    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
+    return _as_kernel(
+        init,
+        step,
+        *_likelihood_state_fns(),
+        tuning,
+        names,
+        dtype,
+        cache=lambda state: state.cache,
+    )
 
 
 def pcnl_log_ratio(u, v, loglik_u, loglik_v, grad_u, grad_v, scale):
@@ -681,17 +721,19 @@ _COMMON_HMC = {
 }
 
 
-def _info(name, description, defaults, uses_gradient, build):
-    return SamplerInfo(name, description, types.MappingProxyType(defaults), uses_gradient, build)
+def _info(name, description, defaults, uses_gradient, build, keeps_cache=False):
+    return SamplerInfo(
+        name, description, types.MappingProxyType(defaults), uses_gradient, build, keeps_cache
+    )
 
 
 def _drop_none_target(build, default_target):
     # "target_acceptance_rate": None in the table means "the sampler's own default".
-    def wrapped(logdensity_fn, loglik_fn, dim, dtype, options):
+    def wrapped(logdensity_fn, loglik_fn, dim, dtype, options, **extra):
         options = dict(options)
         if options.get("target_acceptance_rate") is None:
             options["target_acceptance_rate"] = default_target
-        return build(logdensity_fn, loglik_fn, dim, dtype, options)
+        return build(logdensity_fn, loglik_fn, dim, dtype, options, **extra)
 
     return wrapped
 
@@ -735,6 +777,7 @@ SAMPLERS: Mapping[str, SamplerInfo] = types.MappingProxyType(
             {"scale": None, "target_acceptance_rate": None},
             False,
             _drop_none_target(_build_pcn, 0.25),
+            keeps_cache=True,
         ),
         "pcnl": _info(
             "pcnl",
@@ -761,6 +804,8 @@ def build_kernel(
     dim: int,
     dtype: Any,
     options: Mapping[str, Any] | None = None,
+    *,
+    loglik_cache_fn: Callable | None = None,
 ) -> Kernel:
     """Build the kernel of ``sampler`` for a target on flat positions of shape ``(dim,)``.
 
@@ -779,12 +824,25 @@ def build_kernel(
         Floating dtype of the positions; every kernel parameter is cast to it.
     options : mapping, optional
         Sampler options (validated with :func:`resolve_options`).
+    loglik_cache_fn : callable, optional
+        ``(dim,) -> (loglik, cache)``: ``loglik_fn`` plus the factorisation behind it
+        (:attr:`wide_bnn.targets.Target.loglik_cache_fn`). Kernels that can
+        (``SAMPLERS[sampler].keeps_cache``) keep the cache of the current state, so that
+        recording a draw reuses it; the others ignore it.
 
     Returns
     -------
     Kernel
     """
     resolved = resolve_options(sampler, options or {})
+    extra = {}
+    if loglik_cache_fn is not None and SAMPLERS[sampler].keeps_cache:
+
+        def safe_loglik_cache(position):
+            value, cache = loglik_cache_fn(position)
+            return _finite(value), cache
+
+        extra["loglik_cache_fn"] = safe_loglik_cache
 
     # NaN or +inf must reject, never be accepted (elliptical slice would take a NaN,
     # since `NaN <= threshold` is False) nor poison tuning: map them to -inf.
@@ -795,7 +853,7 @@ def build_kernel(
         return _finite(loglik_fn(position))
 
     return SAMPLERS[sampler].build(
-        safe_logdensity, safe_loglik, int(dim), jnp.dtype(dtype), resolved
+        safe_logdensity, safe_loglik, int(dim), jnp.dtype(dtype), resolved, **extra
     )
 
 

@@ -81,7 +81,9 @@ class Target(NamedTuple):
         mapped by ``T``, i.e. drawn from its exact conditional given the hidden part,
         so that both parameterisations start from the same distribution).
     record : callable
-        ``record(key, position, consts) -> dict`` of arrays for one saved draw.
+        ``record(key, position, consts, cache=None) -> dict`` of arrays for one saved
+        draw; ``cache`` is what ``loglik_cache_fn`` returned at ``position`` (it spares
+        the factorisation), or ``None``.
     record_consts : pytree
         Arrays ``record`` needs (test inputs, projection indices); passed as jit
         arguments rather than embedded as constants.
@@ -89,6 +91,10 @@ class Target(NamedTuple):
         The map and conditional used by the target and the recording.
     unravel : callable
         ``(dim,) -> pytree`` of the sampled coordinates.
+    loglik_cache_fn : callable or None
+        ``(dim,) -> (loglik, cache)``: ``loglik_fn`` together with the factorisation it
+        computed, for kernels that keep it in their state so that ``record`` needs no
+        second one (collapsed target only; ``None`` otherwise).
     """
 
     logdensity_fn: Callable
@@ -100,6 +106,7 @@ class Target(NamedTuple):
     record_consts: Any
     repriorisation: Repriorisation
     unravel: Callable
+    loglik_cache_fn: Callable | None = None
 
 
 def _finite(value):
@@ -176,8 +183,8 @@ def build_target(
         def loglik_fn(position):
             return _finite(log_likelihood(net, data, unravel(position)))
 
-        def to_params(key, position):
-            del key
+        def to_params(key, position, cache):
+            del key, cache
             params = unravel(position)
             return params, rp.conditional(params["hidden"])
 
@@ -189,8 +196,8 @@ def build_target(
         def loglik_fn(position):
             return _finite(features_loglik(unravel(position)["hidden"]))
 
-        def to_params(key, position):
-            del key
+        def to_params(key, position, cache):
+            del key, cache
             phi = unravel(position)
             cond = rp.conditional(phi["hidden"])
             # With the default kernel_reg the map T is the exact conditional's own
@@ -206,9 +213,17 @@ def build_target(
         def loglik_fn(position):
             return _finite(features_loglik(unravel(position)))
 
-        def to_params(key, position):
+        def loglik_cache_fn(position):
+            # The exact conditional of the readout holds the factorisation of the
+            # marginal: one Cholesky gives the log-likelihood now and the readout draw
+            # and predictions when the state is recorded.
+            psi = rp.features(unravel(position))
+            cond = gaussian.readout_conditional(psi, data.y, rp.noise_var, route=rp.route)
+            return _finite(cond.log_marginal(psi, data.y)), cond
+
+        def to_params(key, position, cache):
             hidden = unravel(position)
-            cond = rp.conditional(hidden)
+            cond = rp.conditional(hidden) if cache is None else cache
             readout = net.readout_from_matrix(cond.sample(key))
             return {"hidden": hidden, "readout": readout}, cond
 
@@ -226,8 +241,8 @@ def build_target(
     consts = {"x_test": x_record, "projection": projection(num_params, num_projections, dtype)}
     names = param_names(params_shapes) if keep_params else ()
 
-    def record(key, position, consts):
-        params, cond = to_params(key, position)
+    def record(key, position, consts, cache=None):
+        params, cond = to_params(key, position, cache)
         hidden = params["hidden"]
         readout = net.readout_matrix(params["readout"])
         psi_test = net.readout_features(hidden, consts["x_test"])
@@ -247,7 +262,16 @@ def build_target(
         return out
 
     return Target(
-        logdensity_fn, loglik_fn, dim, jnp.dtype(dtype), init_position, record, consts, rp, unravel
+        logdensity_fn,
+        loglik_fn,
+        dim,
+        jnp.dtype(dtype),
+        init_position,
+        record,
+        consts,
+        rp,
+        unravel,
+        loglik_cache_fn if collapsed else None,
     )
 
 
