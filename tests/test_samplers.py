@@ -188,8 +188,9 @@ def test_pcn_scale_is_capped_at_one():
     assert 0 < float(final["scale"]) < 0.05
 
 
-def test_pcn_keeps_the_factorisation_of_its_state_for_recording():
-    """With the collapsed target's cache, pCN takes the same steps and records the same draws."""
+@pytest.mark.parametrize("name", ["pcn", "elliptical"])
+def test_kernels_keep_the_factorisation_of_their_state_for_recording(name):
+    """With the collapsed target's cache, a kernel takes the same steps and records the same."""
     from wide_bnn.data import RegressionData
     from wide_bnn.nets import mlp
     from wide_bnn.targets import build_target
@@ -199,9 +200,10 @@ def test_pcn_keeps_the_factorisation_of_its_state_for_recording():
     data = RegressionData(x, jnp.asarray(rng.normal(size=(6, 1))), 0.3)
     target = build_target(mlp((5,), 1, "tanh"), data, x_test=x[:3])
     assert target.loglik_cache_fn is not None
-    args = ("pcn", target.logdensity_fn, target.loglik_fn, target.dim, jnp.float64)
-    plain = build_kernel(*args, {"scale": 0.5})
-    cached = build_kernel(*args, {"scale": 0.5}, loglik_cache_fn=target.loglik_cache_fn)
+    args = (name, target.logdensity_fn, target.loglik_fn, target.dim, jnp.float64)
+    options = {"scale": 0.5} if name == "pcn" else {}
+    plain = build_kernel(*args, options)
+    cached = build_kernel(*args, options, loglik_cache_fn=target.loglik_cache_fn)
 
     @jax.jit
     def run(key):

@@ -23,7 +23,7 @@ name           transition                                                      t
                on the likelihood part, ``x' = sqrt(1 - s^2) x + s xi``
 ``pcnl``       pCN-Langevin (Cotter et al. 2013) with the full potential       scale ``s``
                ``Phi = -log target - 0.5 ||x||^2``, own MH kernel
-``elliptical`` ``blackjax.elliptical_slice`` with the N(0, I) prior            nothing
+``elliptical`` elliptical slice sampling with the N(0, I) prior, own kernel     nothing
 =============  ==============================================================  ==========
 
 ``pcn``, ``pcnl`` and ``elliptical`` exploit that every coordinate has a N(0, 1) prior
@@ -65,7 +65,7 @@ import numpy as np
 from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.adaptation.window_adaptation import build_schedule
-from blackjax.mcmc import elliptical_slice, ghmc, hmc, nuts
+from blackjax.mcmc import ghmc, hmc, nuts
 
 __all__ = [
     "DEFAULT_SAMPLER",
@@ -549,8 +549,8 @@ def _likelihood_state_fns():
     return (lambda state: state.position, logdensity)
 
 
-class PCNState(NamedTuple):
-    """State of the pCN chain: the position, its log-likelihood part and its cache.
+class LikelihoodState(NamedTuple):
+    """State of the pCN and elliptical slice chains: position, log-likelihood part, cache.
 
     ``cache`` is what the target's ``loglik_cache_fn`` returned with the
     log-likelihood (the factorisation of the collapsed target, so that recording a
@@ -571,7 +571,7 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=No
 
     def init(key, position):
         del key
-        return PCNState(position, *loglik_cache_fn(position))
+        return LikelihoodState(position, *loglik_cache_fn(position))
 
     def step(key, state, params):
         scale = params["scale"]
@@ -579,7 +579,7 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=No
         key_proposal, key_accept = jax.random.split(key)
         noise = jax.random.normal(key_proposal, state.position.shape, state.position.dtype)
         moved = persistence * state.position + scale * noise
-        proposal = PCNState(moved, *loglik_cache_fn(moved))
+        proposal = LikelihoodState(moved, *loglik_cache_fn(moved))
         # The pCN proposal is reversible with respect to the N(0, I) prior, so the
         # Metropolis-Hastings ratio is the ratio of the likelihood parts alone. A -inf
         # proposal (failed factorisation, non-finite value) has probability 0; from a
@@ -685,30 +685,81 @@ def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
     return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
 
 
-def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options):
+#: Shrinkage steps after which an elliptical slice step gives up and stays put (it
+#: only happens when the current state itself cannot be evaluated: the bracket then
+#: shrinks towards a point whose log-likelihood is -inf).
+_MAX_SHRINKS = 200
+
+
+def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=None):
+    """Elliptical slice sampling (Murray, Adams and MacKay 2010) with the N(0, I) prior.
+
+    Own implementation rather than BlackJAX's so that the state can keep the target's
+    factorisation (:class:`LikelihoodState`).
+    """
     del logdensity_fn, options
-    # Explicit dtype: BlackJAX's default scalars would promote float32 positions.
-    kernel = elliptical_slice.build_kernel(jnp.ones((dim,), dtype), jnp.zeros((dim,), dtype))
+    if loglik_cache_fn is None:
+
+        def loglik_cache_fn(position):
+            return loglik_fn(position), None
 
     def init(key, position):
         del key
-        return elliptical_slice.init(position, loglik_fn)
+        return LikelihoodState(position, *loglik_cache_fn(position))
 
     def step(key, state, params):
         del params
-        state, info = kernel(key, state, loglik_fn)
-        evals = jnp.asarray(info.subiter, jnp.int32)
+        key_nu, key_u, key_theta, key_loop = jax.random.split(key, 4)
+        position = state.position
+        nu = jax.random.normal(key_nu, position.shape, position.dtype)
+        log_u = jnp.log(jax.random.uniform(key_u, (), position.dtype))
+        threshold = state.logdensity + log_u
+        theta = jax.random.uniform(key_theta, (), position.dtype, 0.0, 2 * jnp.pi)
+
+        def propose(theta):
+            moved = position * jnp.cos(theta) + nu * jnp.sin(theta)
+            return LikelihoodState(moved, *loglik_cache_fn(moved))
+
+        def not_done(carry):
+            _, _, _, proposal, count = carry
+            return ~(proposal.logdensity > threshold) & (count < _MAX_SHRINKS)
+
+        def shrink(carry):
+            theta, low, high, _, count = carry
+            # Shrink the bracket towards 0 (the current state), then draw inside it.
+            low = jnp.where(theta < 0, theta, low)
+            high = jnp.where(theta < 0, high, theta)
+            theta = jax.random.uniform(
+                jax.random.fold_in(key_loop, count), (), position.dtype, low, high
+            )
+            return theta, low, high, propose(theta), count + 1
+
+        start = (theta, theta - 2 * jnp.pi, theta, propose(theta), jnp.ones((), jnp.int32))
+        _, _, _, proposal, count = jax.lax.while_loop(not_done, shrink, start)
+        moved = proposal.logdensity > threshold
+        new_state = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(moved, new, old), proposal, state
+        )
         stats = {
-            # Elliptical slice sampling always moves; one log-likelihood per shrinkage.
-            "acceptance_rate": jnp.ones((), dtype),
-            "diverging": jnp.zeros((), bool),
-            "n_steps": evals,
-            "num_grad_evals": evals,
+            # Elliptical slice sampling always moves (unless the current state is
+            # invalid); one log-likelihood per shrinkage step.
+            "acceptance_rate": moved.astype(dtype),
+            "diverging": ~moved,
+            "n_steps": count,
+            "num_grad_evals": count,
         }
-        return state, stats
+        return new_state, stats
 
     names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals")
-    return _as_kernel(init, step, *_likelihood_state_fns(), _no_tuning({}), names, dtype)
+    return _as_kernel(
+        init,
+        step,
+        *_likelihood_state_fns(),
+        _no_tuning({}),
+        names,
+        dtype,
+        cache=lambda state: state.cache,
+    )
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -792,6 +843,7 @@ SAMPLERS: Mapping[str, SamplerInfo] = types.MappingProxyType(
             {},
             False,
             _build_elliptical,
+            keeps_cache=True,
         ),
     }
 )
