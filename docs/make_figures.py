@@ -14,6 +14,8 @@ Usage::
 
     python docs/make_figures.py RESULTS.csv                     # -> docs/figures/ess_vs_width.png
     python docs/make_figures.py RESULTS.csv --out figure.png --variable f_test_mean
+    python docs/make_figures.py p1.csv --configs std-nuts numpyro-nuts reprior-pcn
+        # only these configurations of a benchmark CSV (its ``sampler`` column)
     python docs/make_figures.py --run --widths 32 128 512 1024 --out-dir runs/p1
         # runs the P1 sweep first (wb.width_sweep on datasets.teacher(), float64),
         # saves it to --out-dir, then draws the figure from its sweep.csv
@@ -117,6 +119,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variable", default="f_test", choices=("f_test", "f_test_mean"))
     parser.add_argument("--stat", default="min", choices=("min", "median"))
     parser.add_argument("--dpi", type=int, default=150)
+    parser.add_argument(
+        "--configs", nargs="+", default=None, help="draw only these values of the sampler column"
+    )
     run = parser.add_argument_group("running the sweep first (--run)")
     run.add_argument("--run", action="store_true", help="run the P1 sweep, then draw")
     run.add_argument("--widths", type=int, nargs="+", default=[32, 128, 512, 1024, 2048])
@@ -141,7 +146,13 @@ def main(argv=None) -> int:
         results = Path(args.results)
     else:
         parser.error("give a results CSV or --run")
-    figure = draw(load_table(results), variable=args.variable, stat=args.stat)
+    table = load_table(results)
+    if args.configs:
+        unknown = sorted(set(args.configs) - set(table["sampler"]))
+        if unknown:
+            parser.error(f"--configs {unknown} not in {sorted(set(table['sampler']))}")
+        table = table[table["sampler"].isin(args.configs)]
+    figure = draw(table, variable=args.variable, stat=args.stat)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=args.dpi)

@@ -80,6 +80,8 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out": None,
     "checkpoint_dir": None,
+    "chunk_size": None,
+    "devices": None,
     "options": {},
     "report": True,
 }
@@ -167,6 +169,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--out", type=Path, help="output directory (required)")
     sample.add_argument("--checkpoint-dir", type=Path, help="default OUT/checkpoints")
+    sample.add_argument(
+        "--chunk-size",
+        type=int,
+        help="draws per compiled chunk, i.e. per checkpoint (default: about 1/20 of the run)",
+    )
+    sample.add_argument(
+        "--devices",
+        help="spread the chains over devices: 'all' or a number of devices (default: one)",
+    )
     sample.add_argument(
         "--report", action=argparse.BooleanOptionalAction, default=None, help="write a report"
     )
@@ -323,6 +334,8 @@ def _sample_config(args) -> dict[str, Any]:
         "seed": args.seed,
         "out": args.out,
         "checkpoint_dir": args.checkpoint_dir,
+        "chunk_size": args.chunk_size,
+        "devices": args.devices,
         "report": args.report,
     }
     config.update({k: v for k, v in flags.items() if v is not None})
@@ -344,7 +357,19 @@ def _sample_config(args) -> dict[str, Any]:
     if not hidden or not all(isinstance(w, int) and w > 0 for w in hidden):
         raise CLIError(f"hidden must be a list of positive widths, got {config['hidden']!r}")
     config["hidden"] = list(hidden)
+    config["devices"] = _devices_setting(config["devices"])
     return config
+
+
+def _devices_setting(value: Any) -> str | int | None:
+    """``--devices`` / ``devices =``: ``None``, ``"all"`` or a positive number of devices."""
+    if value is None or value == "all":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise CLIError(f"devices must be 'all' or a positive number of devices, got {value!r}")
 
 
 def _sample(args) -> int:
@@ -382,6 +407,8 @@ def _sample(args) -> int:
         seed=config["seed"],
         progress=not args.no_progress,
         checkpoint_dir=os.fspath(checkpoints),
+        chunk_size=config["chunk_size"],
+        devices=config["devices"],
         **config["options"],
     )
     nngp = nngp_moments(net, data, x_test)

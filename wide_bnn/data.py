@@ -12,6 +12,8 @@ import numpy as np
 
 __all__ = ["RegressionData", "as_float_array"]
 
+_SUPPORTED_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def as_float_array(name: str, value: Any, *, dtype=None, min_ndim: int = 1) -> jax.Array:
     """Convert ``value`` to a finite floating JAX array or raise ``ValueError`` naming it.
@@ -32,6 +34,19 @@ def as_float_array(name: str, value: Any, *, dtype=None, min_ndim: int = 1) -> j
     jax.Array
         The same values, as a JAX array of a floating dtype.
     """
+    checked_host_array(name, value, min_ndim=min_ndim)
+    array = jnp.asarray(value)
+    if dtype is not None and array.dtype != jnp.dtype(dtype):
+        raise ValueError(f"{name} has dtype {array.dtype} but {jnp.dtype(dtype)} is required")
+    return array
+
+
+def checked_host_array(name: str, value: Any, *, min_ndim: int = 1) -> np.ndarray:
+    """``value`` as a NumPy array after every check of :func:`as_float_array`.
+
+    Checks run on the host, so that bad input fails before any device work (JAX
+    compiles even small conversions the first time it sees a shape).
+    """
     try:
         host = np.asarray(value)
     except Exception as exc:  # ragged lists, objects, ...
@@ -45,6 +60,13 @@ def as_float_array(name: str, value: Any, *, dtype=None, min_ndim: int = 1) -> j
             f"{name} has integer dtype {host.dtype}; convert it explicitly, "
             f"e.g. {name}.astype('float64') (with jax x64 enabled) or 'float32'"
         )
+    if host.dtype not in _SUPPORTED_FLOATS:
+        # float16/bfloat16 would run the whole chain (Cholesky, accept ratios) at ~3
+        # significant digits: not an answer anyone wants silently.
+        raise ValueError(
+            f"{name} has dtype {host.dtype}; only float32 and float64 are supported, "
+            f"convert it with {name}.astype('float64') (with jax x64 enabled) or 'float32'"
+        )
     if host.ndim < min_ndim:
         raise ValueError(
             f"{name} must have at least {min_ndim} dimension(s), got shape {host.shape}"
@@ -54,10 +76,7 @@ def as_float_array(name: str, value: Any, *, dtype=None, min_ndim: int = 1) -> j
     if not np.all(np.isfinite(host)):
         bad = int(np.size(host) - np.count_nonzero(np.isfinite(host)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
-    array = jnp.asarray(value)
-    if dtype is not None and array.dtype != jnp.dtype(dtype):
-        raise ValueError(f"{name} has dtype {array.dtype} but {jnp.dtype(dtype)} is required")
-    return array
+    return host
 
 
 @jax.tree_util.register_pytree_node_class
@@ -99,37 +118,31 @@ class RegressionData:
     def __init__(self, x, y, noise_std, *, dtype=None):
         if dtype is not None:
             dtype = jnp.dtype(dtype)
-            if not jnp.issubdtype(dtype, jnp.floating):
-                raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+            if dtype not in _SUPPORTED_FLOATS:
+                raise ValueError(f"dtype must be float32 or float64, got {dtype}")
             if dtype.itemsize == 8 and not jax.config.read("jax_enable_x64"):
                 raise ValueError(
                     "dtype=float64 needs 64-bit JAX: call "
                     "jax.config.update('jax_enable_x64', True) before creating arrays"
                 )
-            x = np.asarray(x).astype(dtype) if _is_integer(x) else x
-            y = np.asarray(y).astype(dtype) if _is_integer(y) else y
-            x = as_float_array("x", x).astype(dtype)
-            y = as_float_array("y", y).astype(dtype)
+            # An explicit dtype is the user's choice of precision: cast what converts,
+            # then check (a float64 value beyond the float32 range becomes inf).
+            x = checked_host_array("x", _cast(x, dtype)).astype(dtype, copy=False)
+            y = checked_host_array("y", _cast(y, dtype)).astype(dtype, copy=False)
+            host_x, host_y = x, y
         else:
-            x = as_float_array("x", x)
-            y = as_float_array("y", y)
-            if x.dtype != y.dtype:
+            host_x, host_y = checked_host_array("x", x), checked_host_array("y", y)
+            # Compared as JAX will store them (float64 is float32 while x64 is off).
+            if _canonical(host_x.dtype) != _canonical(host_y.dtype):
                 raise ValueError(
-                    f"x has dtype {x.dtype} but y has dtype {y.dtype}; pass dtype=... to "
-                    "RegressionData to choose one"
+                    f"x has dtype {host_x.dtype} but y has dtype {host_y.dtype}; pass "
+                    "dtype=... to RegressionData to choose one"
                 )
-        if x.ndim < 2:
-            raise ValueError(
-                f"x must have shape (n, features...), got shape {x.shape}; "
-                "for one feature use x[:, None]"
-            )
-        if y.ndim not in (1, 2):
-            raise ValueError(f"y must have shape (n,) or (n, k), got shape {y.shape}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"x and y have different numbers of points: {x.shape[0]} vs {y.shape[0]}"
-            )
+        _check_shapes(host_x.shape, host_y.shape)
         noise = _check_noise_std(noise_std)
+        # Device arrays only now that everything is known to be valid (an input that is
+        # already a JAX array is kept as it is).
+        x, y = jnp.asarray(x), jnp.asarray(y)
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y[:, None] if y.ndim == 1 else y)
         object.__setattr__(self, "noise_std", noise)
@@ -171,15 +184,39 @@ class RegressionData:
         )
 
 
-def _is_integer(value) -> bool:
+def _check_shapes(x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> None:
+    if len(x_shape) < 2:
+        raise ValueError(
+            f"x must have shape (n, features...), got shape {x_shape}; "
+            "for one feature use x[:, None]"
+        )
+    if len(y_shape) not in (1, 2):
+        raise ValueError(f"y must have shape (n,) or (n, k), got shape {y_shape}")
+    if y_shape[0] != x_shape[0]:
+        raise ValueError(f"x and y have different numbers of points: {x_shape[0]} vs {y_shape[0]}")
+
+
+def _canonical(dtype) -> np.dtype:
+    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def _cast(value, dtype):
+    return np.asarray(value).astype(dtype) if _needs_cast(value) else value
+
+
+def _needs_cast(value) -> bool:
+    # Integers and half precision floats; anything else is validated as given.
     try:
-        return np.issubdtype(np.asarray(value).dtype, np.integer)
+        kind = np.asarray(value).dtype
     except Exception:
         return False
+    half = np.issubdtype(kind, np.floating) and kind not in _SUPPORTED_FLOATS
+    return bool(np.issubdtype(kind, np.integer) or half)
 
 
 def _check_noise_std(noise_std) -> float:
-    if isinstance(noise_std, bool):
+    # Strings would parse ("0.1" -> 0.1) and bools are ints: both hide a mistake.
+    if isinstance(noise_std, bool | str | bytes):
         raise ValueError(f"noise_std must be a positive float, got {noise_std!r}")
     try:
         host = np.asarray(noise_std, dtype=float)

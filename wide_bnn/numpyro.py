@@ -256,6 +256,7 @@ class WhitenedReadoutPrior(dist.Distribution):
         )
 
     def log_prob(self, value: jax.Array) -> jax.Array:
+        """``log N(T(Z); 0, I) + log |det dT/dZ|`` for ``Z`` (..., p, k); ``-inf`` on failure."""
         value = jnp.asarray(value)
         batch = value.shape[: value.ndim - 2]
         if batch:
@@ -272,6 +273,7 @@ class WhitenedReadoutPrior(dist.Distribution):
         return jnp.where(cond.ok & jnp.isfinite(result), result, -jnp.inf)
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+        """``T^-1(B)`` with ``B ~ N(0, I)``, shape ``sample_shape + (p, k)``."""
         cond = self.conditional
         noise = jax.random.normal(key, (*sample_shape, *self.event_shape), cond.mean.dtype)
         flat = noise.reshape((-1, *self.event_shape))
@@ -307,6 +309,7 @@ class ReadoutReparam(Reparam):
         self.info = info
 
     def __call__(self, name, fn, obs):
+        """Sample ``<name>_white`` and return ``(None, T(Z))``: the site becomes deterministic."""
         if obs is not None:
             raise ValueError(f"ReadoutReparam applies to latent sites, but {name!r} is observed")
         cond = gaussian.readout_conditional(
@@ -382,11 +385,13 @@ class MarginalGaussian(dist.Distribution):
         super().__init__(batch_shape=(), event_shape=event_shape, validate_args=validate_args)
 
     def log_prob(self, value: jax.Array) -> jax.Array:
+        """``sum_j log N(value_j; 0, Psi Psi^T + noise_var I)`` for ``value`` of shape (n, k)."""
         return gaussian.log_marginal_gaussian(
             self.features, jnp.asarray(value), self.noise_var, route=self.route
         )
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+        """Targets ``Psi B + sqrt(noise_var) E``, shape ``sample_shape + (n, k)``."""
         key_b, key_e = jax.random.split(key)
         n, k = self.event_shape
         p = self.features.shape[1]

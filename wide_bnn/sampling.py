@@ -36,9 +36,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wide_bnn import checkpoint as ckpt
-from wide_bnn.data import RegressionData, as_float_array
+from wide_bnn.data import RegressionData, checked_host_array
 from wide_bnn.linalg import NumericalWarning
 from wide_bnn.nets import Network
 from wide_bnn.results import SampleResult
@@ -74,6 +75,7 @@ def sample(
     record_train: bool = False,
     num_projections: int = 100,
     chunk_size: int | None = None,
+    devices: Any = None,
     **sampler_options: Any,
 ) -> SampleResult:
     """Sample the posterior of a Bayesian neural network; record function-space outputs.
@@ -127,6 +129,13 @@ def sample(
     chunk_size : int, optional
         Saved draws (and warm-up steps) per compiled chunk; default about 1/20 of
         the run. Smaller chunks mean more frequent progress updates and checkpoints.
+    devices : None, "all", int or sequence of jax.Device
+        Spread the chains over devices: ``None`` runs everything on JAX's default
+        device; ``"all"`` uses ``jax.devices()`` (every device of every host after
+        ``jax.distributed.initialize()``), an int ``d`` the first ``d`` of them. The
+        chains are split over a one-dimensional mesh with axis ``"chain"``; the data
+        are replicated. ``num_chains`` must be a multiple of the number of devices.
+        The key schedule is per chain, so the draws do not depend on the devices.
     **sampler_options
         Options of the chosen sampler, e.g. ``step_size``, ``target_acceptance_rate``,
         ``adapt_mass_matrix``, ``max_tree_depth``, ``num_integration_steps``,
@@ -150,8 +159,9 @@ def sample(
     Raises
     ------
     ValueError
-        For invalid arguments (before anything is compiled), or a ``checkpoint_dir``
-        holding a corrupt checkpoint or one of a different run.
+        For invalid arguments, a network that does not map ``data.x`` (or ``x_test``) to
+        ``(n, out_dim)`` outputs, or a ``checkpoint_dir`` holding a corrupt checkpoint
+        or one of a different run; all raised before anything is compiled.
 
     Warns
     -----
@@ -176,6 +186,7 @@ def sample(
         record_train=record_train,
         num_projections=num_projections,
         chunk_size=chunk_size,
+        devices=devices,
         sampler_options=sampler_options,
     )
     return _Run(setup).run()
@@ -215,6 +226,7 @@ def _setup(
     record_train,
     num_projections,
     chunk_size,
+    devices,
     sampler_options,
 ) -> dict[str, Any]:
     if not isinstance(net, Network):
@@ -262,18 +274,23 @@ def _setup(
             raise ValueError(f"checkpoint_dir={checkpoint_dir!r} exists and is not a directory")
     x_is_train = x_test is None
     if x_test is not None:
-        x_test = as_float_array("x_test", x_test)
-        if x_test.ndim != data.x.ndim or x_test.shape[1:] != data.x.shape[1:]:
+        # Checked on the host first: nothing touches a device before the input is valid.
+        host = checked_host_array("x_test", x_test)
+        if host.ndim != data.x.ndim or host.shape[1:] != data.x.shape[1:]:
             want = ", ".join(str(s) for s in data.x.shape[1:])
             raise ValueError(
                 f"x_test must have shape (m, {want}) like the training inputs, got "
-                f"{tuple(x_test.shape)}"
+                f"{tuple(host.shape)}"
             )
-        if x_test.dtype != data.dtype:
+        dtype = jax.dtypes.canonicalize_dtype(host.dtype)
+        if dtype != data.dtype:
             raise ValueError(
-                f"x_test has dtype {x_test.dtype} but the data are {data.dtype}; convert it "
+                f"x_test has dtype {dtype} but the data are {data.dtype}; convert it "
                 f"with x_test.astype('{data.dtype}')"
             )
+        x_test = jnp.asarray(x_test)
+    devices = _check_devices(devices, num_chains)
+    _check_net_fits(net, data, x_test)
     options = resolve_options(sampler, sampler_options)
     if (
         sampler in _NOT_FLOAT32_UNDER_X64
@@ -293,7 +310,7 @@ def _setup(
             NumericalWarning,
             stacklevel=3,
         )
-    return {
+    setup = {
         "net": net,
         "data": data,
         "x_test": x_test,
@@ -314,7 +331,81 @@ def _setup(
         "record_train": record_train,
         "num_projections": num_projections,
         "chunk_size": chunk_size,
+        "devices": devices,
+        "config_payload": None,
     }
+    if checkpoint_dir is not None:
+        # Compare with a checkpoint's configuration now, so that a wrong or corrupt
+        # checkpoint_dir fails in seconds rather than after compilation.
+        setup["config_payload"] = _config_payload(setup)
+        ckpt.check(checkpoint_dir, _hash(setup["config_payload"]))
+    return setup
+
+
+def _check_devices(devices: Any, num_chains: int) -> tuple[jax.Device, ...] | None:
+    """Resolve ``devices`` to a tuple of distinct devices (``None``: default device)."""
+    if devices is None:
+        return None
+    usage = f"devices must be None, 'all', an int or a sequence of jax.Device, got {devices!r}"
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(usage)
+        resolved = tuple(jax.devices())
+    elif isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+        available = jax.devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(
+                f"devices={devices} but there are {len(available)} device(s); "
+                f"use 1..{len(available)}"
+            )
+        resolved = tuple(available[: int(devices)])
+    else:
+        try:
+            resolved = tuple(devices)
+        except TypeError:
+            raise ValueError(usage) from None
+        if not resolved or not all(isinstance(d, jax.Device) for d in resolved):
+            raise ValueError(usage)
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"devices lists a device twice: {devices!r}")
+    if num_chains % len(resolved):
+        raise ValueError(
+            f"num_chains={num_chains} must be a multiple of the number of devices "
+            f"({len(resolved)}), so that every device runs the same number of chains"
+        )
+    return resolved
+
+
+def _check_net_fits(net: Network, data: RegressionData, x_test) -> None:
+    """Raise ``ValueError`` unless ``net`` maps the inputs to ``(points, out_dim)``.
+
+    Only shapes are traced (:func:`jax.eval_shape`): nothing is compiled or run.
+    Catches e.g. an MLP given image-shaped inputs, which would otherwise broadcast
+    into outputs of the wrong shape.
+    """
+
+    def outputs(x_fit, x_eval):
+        return net.apply(net.init(jax.random.key(0), x_fit), x_eval)
+
+    for name, x in (("data.x", data.x), ("x_test", x_test)):
+        if x is None:
+            continue
+        try:
+            shape = jax.eval_shape(outputs, data.x, x).shape
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(
+                f"net cannot be applied to {name} of shape {tuple(x.shape)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        want = (x.shape[0], net.out_dim)
+        if tuple(shape) != want:
+            raise ValueError(
+                f"net maps {name} of shape {tuple(x.shape)} to outputs of shape "
+                f"{tuple(shape)}, not (points, out_dim) = {want}; check the input shape "
+                "the network expects"
+            )
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -379,8 +470,10 @@ class _Run:
             self.target.dim,
             self.target.dtype,
             s["options"],
+            loglik_cache_fn=self.target.loglik_cache_fn,
         )
         self.timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
+        self.placement = _Placement(s["devices"])
         key_init, key_chains = jax.random.split(jax.random.key(s["seed"]))
         self.key_init = key_init
         self.chain_keys = jax.random.split(key_chains, s["num_chains"])
@@ -404,8 +497,8 @@ class _Run:
         params = jax.vmap(kernel.adapt_final)(tunes)
         step_stats = jax.vmap(kernel.step)(self.chain_keys, states, params)[1]
         positions = jax.vmap(kernel.position)(states)
-        recorded = jax.vmap(self.target.record, in_axes=(0, 0, None))(
-            self.chain_keys, positions, self.target.record_consts
+        recorded = jax.vmap(self.target.record, in_axes=(0, 0, None, 0))(
+            self.chain_keys, positions, self.target.record_consts, jax.vmap(kernel.cache)(states)
         )
         return step_stats, recorded
 
@@ -470,7 +563,12 @@ class _Run:
                 positions = jax.vmap(kernel.position)(states)
                 draw = iteration - warm_iters
                 keys = _fold_in(chain_keys, 2, draw)
-                return jax.vmap(self.target.record, in_axes=(0, 0, None))(keys, positions, consts)
+                # Kernels that keep the factorisation of their state (pCN) spare the
+                # recording a second one.
+                caches = jax.vmap(kernel.cache)(states)
+                return jax.vmap(self.target.record, in_axes=(0, 0, None, 0))(
+                    keys, positions, consts, caches
+                )
 
             recorded = jax.lax.cond(warm, lambda st: _zeros(record_shapes), record, states)
             return carry, (recorded, stats)
@@ -513,13 +611,16 @@ class _Run:
         )
         draw_names, stat_names = tuple(record_shapes), tuple(self._stat_zeros)
         consts = self.target.record_consts
-        lowered = jax.jit(self._chunk).lower(
-            state_shapes,
-            tune_shapes,
+        place = self.placement
+        chain_keys = place.chains(self.chain_keys)
+        schedule, consts = place.replicated((self.schedule, consts))
+        lowered = place.jit(self._chunk).lower(
+            place.chain_shapes(state_shapes),
+            place.chain_shapes(tune_shapes),
             np.int32(0),
             np.int32(0),
-            self.chain_keys,
-            self.schedule,
+            chain_keys,
+            schedule,
             consts,
         )
         directory = s["checkpoint_dir"]
@@ -534,6 +635,7 @@ class _Run:
             done = None
             if directory is not None:
                 os.makedirs(directory, exist_ok=True)
+                ckpt.remove_stale_temporaries(directory)
                 restored = ckpt.read(directory, fingerprint, states, tunes, draw_names, stat_names)
                 if restored is not None:
                     states, tunes, done = restored.states, restored.tuning, restored.num_draws
@@ -541,6 +643,7 @@ class _Run:
                         draws[name] = [restored.draws[name]] if done else []
                     for name in stat_names:
                         stats[name] = [restored.stats[name]] if done else []
+            states, tunes = place.chains((states, tunes))
             compiled = lowered.compile() if future is None else future.result()
         finally:
             # On an error do not wait for a compilation nobody will use.
@@ -554,8 +657,8 @@ class _Run:
                 tunes,
                 np.int32(start),
                 np.int32(stop),
-                self.chain_keys,
-                self.schedule,
+                chain_keys,
+                schedule,
                 consts,
             )
 
@@ -563,9 +666,9 @@ class _Run:
             states, tunes = self._warmup(run_chunk, states, tunes)
             done = 0
             if directory is not None:
-                ckpt.write_state(directory, fingerprint, 0, states, tunes)
+                self._write_state(fingerprint, 0, states, tunes)
         complete = self._sample(run_chunk, states, tunes, done, draws, stats, fingerprint)
-        params = jax.device_get(jax.jit(jax.vmap(self.kernel.adapt_final))(tunes))
+        params = _to_host(jax.jit(jax.vmap(self.kernel.adapt_final))(tunes))
         return self._result(draws, stats, record_shapes, params, complete)
 
     def _initial_states(self, init_keys, state_keys, key_positions):
@@ -598,22 +701,24 @@ class _Run:
         return states, lp, tunes
 
     def _fingerprint(self, states, init_lp) -> str:
-        s = self.s
-        net, data = s["net"], s["data"]
-        spec = net.spec
-        net_desc = [net.name, net.out_dim, net.out_w_std, net.out_b_std]
-        if spec is not None:
-            net_desc.append([list(spec.hidden), spec.activation.name, spec.w_std, spec.b_std])
+        """The configuration payload plus the initial positions, hashed."""
         positions = jax.vmap(self.kernel.position)(states)
-        payload = {
-            "version": _library_version(),
-            "settings": self._settings_core(),
-            "net": net_desc,
-            "data": _digest(data.x, data.y, np.asarray(data.noise_std)),
-            "x_test": None if s["x_test"] is None else _digest(s["x_test"]),
-            "init": _digest(positions, init_lp),
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        payload = self.s["config_payload"] or _config_payload(self.s)
+        return _hash({**payload, "init": _digest(positions, init_lp)})
+
+    def _write_state(self, fingerprint, num_draws, states, tunes) -> None:
+        # A collective on several hosts: every process gathers, process 0 writes.
+        states, tunes = _to_host((states, tunes))
+        if _is_writer():
+            config = _hash(self.s["config_payload"])
+            ckpt.write_state(
+                self.s["checkpoint_dir"],
+                fingerprint,
+                num_draws,
+                states,
+                tunes,
+                config_fingerprint=config,
+            )
 
     def _warmup(self, run_chunk, states, tunes):
         if self.warm_iters == 0:
@@ -625,7 +730,7 @@ class _Run:
                 states, tunes, (_, stats) = run_chunk(states, tunes, start, self.warm_iters)
                 count = min(self.chunk, self.warm_iters - start) * self.s["thinning"]
                 count = min(count, self.s["num_warmup"] - start * self.s["thinning"])
-                stats = jax.device_get(stats)
+                stats = _to_host(stats)
                 _update_bar(
                     bar, _chunk_summary(stats, min(self.chunk, self.warm_iters - start)), count
                 )
@@ -651,7 +756,7 @@ class _Run:
                     states, tunes, start, self.total_iters
                 )
                 count = min(self.chunk, num_samples - first)
-                recorded, chunk_stats = jax.device_get((recorded, chunk_stats))
+                recorded, chunk_stats = _to_host((recorded, chunk_stats))
                 recorded = {k: np.swapaxes(v[:count], 0, 1) for k, v in recorded.items()}
                 chunk_stats = {k: np.swapaxes(v[:count], 0, 1) for k, v in chunk_stats.items()}
                 for name, value in recorded.items():
@@ -659,8 +764,9 @@ class _Run:
                 for name, value in chunk_stats.items():
                     stats[name].append(value)
                 if directory is not None:
-                    ckpt.write_chunk(directory, first, recorded, chunk_stats)
-                    ckpt.write_state(directory, fingerprint, first + count, states, tunes)
+                    if _is_writer():
+                        ckpt.write_chunk(directory, first, recorded, chunk_stats)
+                    self._write_state(fingerprint, first + count, states, tunes)
                 _update_bar(bar, _chunk_summary(chunk_stats), count)
         except KeyboardInterrupt:
             return False
@@ -672,21 +778,7 @@ class _Run:
 
     # -- result --------------------------------------------------------------------------------
     def _settings_core(self) -> dict[str, Any]:
-        s = self.s
-        return {
-            "sampler": s["sampler"],
-            "sampler_options": {k: _jsonable(v) for k, v in s["options"].items()},
-            "parameterisation": s["parameterisation"],
-            "collapsed": s["collapsed"],
-            "num_chains": s["num_chains"],
-            "num_warmup": s["num_warmup"],
-            "num_samples": s["num_samples"],
-            "thinning": s["thinning"],
-            "seed": s["seed"],
-            "num_projections": s["num_projections"],
-            "keep_params": s["keep_params"],
-            "record_train": s["record_train"],
-        }
+        return _settings_core(self.s)
 
     def _result(self, draws, stats, record_shapes, params, complete) -> SampleResult:
         s = self.s
@@ -737,6 +829,117 @@ class _Run:
             complete=complete,
             data=data,
         )
+
+
+def _settings_core(s: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that determine a run's draws (JSON-serialisable)."""
+    return {
+        "sampler": s["sampler"],
+        "sampler_options": {k: _jsonable(v) for k, v in s["options"].items()},
+        "parameterisation": s["parameterisation"],
+        "collapsed": s["collapsed"],
+        "num_chains": s["num_chains"],
+        "num_warmup": s["num_warmup"],
+        "num_samples": s["num_samples"],
+        "thinning": s["thinning"],
+        "seed": s["seed"],
+        "num_projections": s["num_projections"],
+        "keep_params": s["keep_params"],
+        "record_train": s["record_train"],
+    }
+
+
+def _config_payload(s: dict[str, Any]) -> dict[str, Any]:
+    """Everything a checkpoint must agree on that is known before compilation."""
+    net, data = s["net"], s["data"]
+    spec = net.spec
+    net_desc = [net.name, net.out_dim, net.out_w_std, net.out_b_std]
+    if spec is not None:
+        net_desc.append([list(spec.hidden), spec.activation.name, spec.w_std, spec.b_std])
+    return {
+        "version": _library_version(),
+        "settings": _settings_core(s),
+        "net": net_desc,
+        "data": _digest(data.x, data.y, np.asarray(data.noise_std)),
+        "x_test": None if s["x_test"] is None else _digest(s["x_test"]),
+    }
+
+
+def _hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class _Placement:
+    """Where chain-batched arrays live: JAX's default device, or a 1-D ``"chain"`` mesh.
+
+    On a mesh, arrays with a leading chain axis (states, tuning, keys) are split over
+    the devices, everything else (data, constants, schedule) is replicated, and the
+    compiled chunk returns its per-draw outputs ``(chunk, chains, ...)`` split along
+    the chain axis. Arrays are built from host copies with
+    :func:`jax.make_array_from_callback`, which works unchanged on several hosts.
+    """
+
+    def __init__(self, devices: tuple[jax.Device, ...] | None):
+        self.mesh = None if devices is None else Mesh(np.asarray(devices), ("chain",))
+
+    def _sharding(self, *spec):
+        return NamedSharding(self.mesh, PartitionSpec(*spec))
+
+    def chains(self, tree):
+        """Split the leading (chain) axis of every leaf over the mesh."""
+        return tree if self.mesh is None else _put(tree, self._sharding("chain"))
+
+    def replicated(self, tree):
+        """A copy of every leaf on every device of the mesh."""
+        return tree if self.mesh is None else _put(tree, self._sharding())
+
+    def chain_shapes(self, shapes):
+        """``ShapeDtypeStruct`` leaves carrying the chain sharding (for lowering)."""
+        if self.mesh is None:
+            return shapes
+        sharding = self._sharding("chain")
+        return jax.tree_util.tree_map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes
+        )
+
+    def jit(self, chunk_fn):
+        """``jax.jit`` of the chunk function with chain-split outputs on a mesh."""
+        if self.mesh is None:
+            return jax.jit(chunk_fn)
+        chains, per_draw = self._sharding("chain"), self._sharding(None, "chain")
+        # (states, tunes, (recorded, stats)); pytree prefixes cover every leaf.
+        return jax.jit(chunk_fn, out_shardings=(chains, chains, per_draw))
+
+
+def _put(tree, sharding):
+    def put(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def _to_host(tree):
+    """NumPy copies of every leaf; gathers across hosts when a leaf spans several."""
+
+    def get(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return leaf  # typed keys have no NumPy form; checkpoints store their key_data
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+        return np.asarray(jax.device_get(leaf))
+
+    return jax.tree_util.tree_map(get, tree)
+
+
+def _is_writer() -> bool:
+    # On several hosts exactly one process writes checkpoint files.
+    return jax.process_index() == 0
 
 
 def _stacked(shapes):

@@ -1,0 +1,86 @@
+"""Time per sampling step against the number of (virtual) devices the chains are split over.
+
+Each configuration runs in a fresh process, because the number of virtual CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=D``) is fixed when JAX starts. On a
+CPU the virtual devices share the same cores, so expect no speed-up there: the script
+measures the overhead of sharding and is meant for real multi-accelerator machines.
+
+Usage::
+
+    python benchmarks/bench_devices.py [--devices 1 2 4] [--width 256] [--chains 8]
+        [--repeats 3]
+
+Prints one line per device count: median sampling time per step (seconds) over the
+repeats (one process each) and the ratio to one device.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import textwrap
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import wide_bnn as wb
+
+    devices, width, chains, samples, sampler = json.loads(sys.argv[1])
+    dataset = wb.datasets.load("teacher", n_train=64, n_test=16)
+    data = dataset.train_data()
+    net = wb.mlp((width,), activation="gelu")
+    result = wb.sample(
+        net, data, sampler=sampler, num_chains=chains, num_warmup=50, num_samples=samples,
+        seed=0, progress=False, devices=None if devices == 1 else devices,
+    )
+    print(json.dumps({"sampling": result.timings["sampling"], "steps": samples}))
+    """
+)
+
+
+def run_once(devices: int, width: int, chains: int, samples: int, sampler: str) -> float:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    args = json.dumps([devices, width, chains, samples, sampler])
+    completed = subprocess.run(
+        [sys.executable, "-c", CHILD, args], env=env, capture_output=True, text=True, check=True
+    )
+    out = json.loads(completed.stdout.strip().splitlines()[-1])
+    return out["sampling"] / out["steps"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--chains", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--sampler", default="pcn")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    baseline = None
+    for devices in args.devices:
+        times = [
+            run_once(devices, args.width, args.chains, args.samples, args.sampler)
+            for _ in range(args.repeats)
+        ]
+        median = statistics.median(times)
+        baseline = baseline or median
+        print(
+            f"devices {devices}: {median * 1e3:.3f} ms/step (median of {args.repeats}), "
+            f"x{median / baseline:.2f} vs {args.devices[0]} device(s)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
