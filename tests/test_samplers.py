@@ -335,6 +335,47 @@ def test_table_lists_every_sampler_with_defaults():
     assert SAMPLERS["nuts"].uses_gradient is True
 
 
+def test_sampler_none_picks_from_the_benchmark_rule():
+    from wide_bnn import sampling
+    from wide_bnn.data import RegressionData
+    from wide_bnn.nets import mlp
+
+    assert samplers.default_sampler("standard", False, 10_000, 10) == "nuts"
+    assert samplers.default_sampler("repriorised", True, 4 * 64, 64) == "pcn"
+    assert samplers.default_sampler("repriorised", True, 4 * 64 - 1, 64) == DEFAULT_SAMPLER
+    assert samplers.default_sampler("repriorised", False, 10_000, 10) == DEFAULT_SAMPLER
+    x = jnp.zeros((8, 2))
+    data = RegressionData(x, jnp.zeros((8, 1)), 0.1)
+    common = dict(
+        x_test=None,
+        collapsed=None,
+        num_chains=1,
+        num_warmup=0,
+        num_samples=1,
+        thinning=1,
+        seed=0,
+        progress=False,
+        checkpoint_dir=None,
+        keep_params=False,
+        record_train=False,
+        num_projections=1,
+        chunk_size=None,
+        devices=None,
+        sampler_options={},
+        sampler=None,
+    )
+    # p = width + 1 readout features: 32 + 1 >= 4 * 8 picks pCN, 30 + 1 does not.
+    for width, parameterisation, expected in [
+        (32, "repriorised", "pcn"),
+        (30, "repriorised", DEFAULT_SAMPLER),
+        (32, "standard", "nuts"),
+    ]:
+        setup = sampling._setup(
+            mlp((width,), 1, "relu"), data, parameterisation=parameterisation, **common
+        )
+        assert setup["sampler"] == expected
+
+
 @pytest.mark.parametrize(
     ("name", "options", "match"),
     [

@@ -70,19 +70,28 @@ from blackjax.mcmc import ghmc, hmc, nuts
 __all__ = [
     "DEFAULT_SAMPLER",
     "LANGEVIN_REFERENCE",
+    "PCN_FEATURES_PER_POINT",
     "SAMPLERS",
     "Kernel",
     "SamplerInfo",
     "build_kernel",
+    "default_sampler",
     "pcnl_log_ratio",
     "resolve_options",
 ]
 
-#: The library default. Provisional choice (to be revisited with the P1 benchmark):
-#: NUTS is the tuning-free choice that is robust in both parameterisations and at
-#: every width; for very wide repriorised networks ``"pcn"`` or ``"elliptical"`` are
-#: usually faster per second (see BENCHMARKS.md).
-DEFAULT_SAMPLER = "nuts"
+#: The library default for ``sampler=None`` when :func:`default_sampler` does not pick a
+#: specialist: static HMC (10 leapfrog steps, step size and diagonal mass tuned). On the P1
+#: benchmark (docs/benchmarks-sampling.md) it had the best or nearly the best ESS per second
+#: on both ``f_test`` and ``f_test_mean`` of the repriorised chain up to width 128 (twice
+#: the number of training points); NUTS mixes as well per draw but its vmapped chains run
+#: in lockstep and paid 4-6x more per effective draw from width 128 on.
+DEFAULT_SAMPLER = "hmc"
+
+#: ``sampler=None`` on a collapsed repriorised chain picks ``"pcn"`` when the readout has
+#: at least this many features per training point (P1: pCN beat HMC 4-12x on ``f_test``
+#: from width 512 = 8 n on, and lost 2-8x at width <= 2 n; the crossover lies between).
+PCN_FEATURES_PER_POINT = 4
 
 #: Options reproducing the reference experiments of Hron et al. (2022) with
 #: ``sampler="langevin"``: step 0.1, momentum refresh 0.01, identity mass matrix.
@@ -847,6 +856,35 @@ SAMPLERS: Mapping[str, SamplerInfo] = types.MappingProxyType(
         ),
     }
 )
+
+
+def default_sampler(
+    parameterisation: str, collapsed: bool, num_features: int, num_points: int
+) -> str:
+    """The sampler that ``sampler=None`` means for a run (chosen from the P1 benchmark).
+
+    Parameters
+    ----------
+    parameterisation : {"repriorised", "standard"}
+    collapsed : bool
+    num_features : int
+        Features of the readout ``p`` (width, plus one with a readout bias).
+    num_points : int
+        Training points ``n``.
+
+    Returns
+    -------
+    str
+        ``"nuts"`` for the standard parameterisation (the baseline: it adapts to the
+        anisotropy of the original weights); ``"pcn"`` for a collapsed repriorised chain
+        with ``p >= PCN_FEATURES_PER_POINT * n``, where the target is close to its
+        N(0, I) prior; :data:`DEFAULT_SAMPLER` otherwise.
+    """
+    if parameterisation == "standard":
+        return "nuts"
+    if collapsed and num_features >= PCN_FEATURES_PER_POINT * num_points:
+        return "pcn"
+    return DEFAULT_SAMPLER
 
 
 def build_kernel(

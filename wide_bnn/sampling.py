@@ -43,7 +43,7 @@ from wide_bnn.data import RegressionData, checked_host_array
 from wide_bnn.linalg import NumericalWarning
 from wide_bnn.nets import Network
 from wide_bnn.results import SampleResult
-from wide_bnn.samplers import DEFAULT_SAMPLER, SAMPLERS, build_kernel, resolve_options
+from wide_bnn.samplers import SAMPLERS, build_kernel, default_sampler, resolve_options
 from wide_bnn.targets import PARAMETERISATIONS, build_target
 
 __all__ = ["sample"]
@@ -92,8 +92,11 @@ def sample(
         ``result.x_test`` to them).
     sampler : str, optional
         A key of :data:`wide_bnn.samplers.SAMPLERS`: ``"nuts"``, ``"hmc"``, ``"mala"``,
-        ``"langevin"``, ``"pcn"``, ``"pcnl"``, ``"elliptical"``. ``None`` means
-        :data:`~wide_bnn.samplers.DEFAULT_SAMPLER`.
+        ``"langevin"``, ``"pcn"``, ``"pcnl"``, ``"elliptical"``. ``None`` picks one
+        from the benchmark (:func:`wide_bnn.samplers.default_sampler`): ``"nuts"`` for
+        the standard parameterisation, ``"pcn"`` for a collapsed repriorised chain whose
+        readout has at least 4 features per training point, ``"hmc"`` otherwise. The
+        choice is in ``result.settings["sampler"]``.
     parameterisation : {"repriorised", "standard"}
         Sample the whitened coordinates of :class:`wide_bnn.Repriorisation` or the
         original weights. Both target the same posterior.
@@ -237,8 +240,7 @@ def _setup(
         raise ValueError(
             f"data has {data.out_dim} output(s) (columns of y) but net.out_dim is {net.out_dim}"
         )
-    sampler = DEFAULT_SAMPLER if sampler is None else sampler
-    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+    if sampler is not None and (not isinstance(sampler, str) or sampler not in SAMPLERS):
         raise ValueError(f"sampler must be one of {tuple(SAMPLERS)} or None, got {sampler!r}")
     if parameterisation not in PARAMETERISATIONS:
         raise ValueError(
@@ -291,6 +293,10 @@ def _setup(
         x_test = jnp.asarray(x_test)
     devices = _check_devices(devices, num_chains)
     _check_net_fits(net, data, x_test)
+    if sampler is None:
+        sampler = default_sampler(
+            parameterisation, collapsed, _num_features(net, data), data.num_points
+        )
     options = resolve_options(sampler, sampler_options)
     if (
         sampler in _NOT_FLOAT32_UNDER_X64
@@ -374,6 +380,15 @@ def _check_devices(devices: Any, num_chains: int) -> tuple[jax.Device, ...] | No
             f"({len(resolved)}), so that every device runs the same number of chains"
         )
     return resolved
+
+
+def _num_features(net: Network, data: RegressionData) -> int:
+    """Readout features ``p`` of ``net`` on ``data`` (shapes only: nothing is compiled)."""
+
+    def features(x):
+        return net.readout_features(net.init(jax.random.key(0), x)["hidden"], x)
+
+    return int(jax.eval_shape(features, data.x).shape[-1])
 
 
 def _check_net_fits(net: Network, data: RegressionData, x_test) -> None:
