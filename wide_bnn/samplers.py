@@ -571,8 +571,8 @@ class LikelihoodState(NamedTuple):
     cache: Any = None
 
 
-def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=None):
-    del logdensity_fn
+def _likelihood_init(loglik_fn, loglik_cache_fn):
+    """``(evaluate, init)`` of a :class:`LikelihoodState` chain, with or without a cache."""
     if loglik_cache_fn is None:
 
         def loglik_cache_fn(position):
@@ -581,6 +581,13 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=No
     def init(key, position):
         del key
         return LikelihoodState(position, *loglik_cache_fn(position))
+
+    return loglik_cache_fn, init
+
+
+def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=None):
+    del logdensity_fn
+    loglik_cache_fn, init = _likelihood_init(loglik_fn, loglik_cache_fn)
 
     def step(key, state, params):
         scale = params["scale"]
@@ -707,14 +714,7 @@ def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cach
     factorisation (:class:`LikelihoodState`).
     """
     del logdensity_fn, options
-    if loglik_cache_fn is None:
-
-        def loglik_cache_fn(position):
-            return loglik_fn(position), None
-
-    def init(key, position):
-        del key
-        return LikelihoodState(position, *loglik_cache_fn(position))
+    loglik_cache_fn, init = _likelihood_init(loglik_fn, loglik_cache_fn)
 
     def step(key, state, params):
         del params
