@@ -145,7 +145,7 @@ class Kernel(NamedTuple):
     adapt_final: Callable
     schedule: Callable
     stat_names: tuple[str, ...]
-    cache: Callable = lambda state: None
+    cache: Callable = lambda state: None  # kernels that keep no cache
 
 
 class SamplerInfo(NamedTuple):
@@ -344,7 +344,16 @@ def _no_tuning(params):
     )
 
 
-def _as_kernel(init, step, position, logdensity, tuning, stat_names, dtype, cache=None):
+def _as_kernel(
+    init,
+    step,
+    position,
+    logdensity,
+    tuning,
+    stat_names,
+    dtype,
+    cache=Kernel._field_defaults["cache"],
+):
     tune_init, tune_update, tune_params, tune_final, schedule = tuning
 
     # Type stability: with x64 enabled, BlackJAX's and the tuning's Python-float
@@ -373,7 +382,7 @@ def _as_kernel(init, step, position, logdensity, tuning, stat_names, dtype, cach
         tune_final,
         schedule,
         tuple(stat_names),
-        *(() if cache is None else (cache,)),
+        cache,
     )
 
 
