@@ -178,6 +178,8 @@ SAMPLE_CASES = [
         sample_with(num_chains=2, devices=[jax.devices()[0]] * 2),
         r"^devices lists a device twice",
     ),
+    ("data_shards 0", sample_with(data_shards=0), r"^data_shards must be an int >= 1"),
+    ("data_shards without devices", sample_with(data_shards=2), r"^data_shards=2 needs devices"),
 ]
 
 
@@ -192,7 +194,7 @@ def test_every_case_names_a_known_argument():
     names = ("x", "y", "noise_std", "dtype", "hidden", "out_dim", "activation", "w_std")
     names += ("b_std", "num_blocks", "data", "net", "x_test", "sampler", "parameterisation")
     names += ("num_chains", "num_samples", "num_warmup", "thinning", "seed", "step_size")
-    names += ("devices", "resnet", "unknown option")
+    names += ("devices", "data_shards", "resnet", "unknown option")
     for label, call, _ in DATA_CASES + NET_CASES + SAMPLE_CASES:
         with pytest.raises(ValueError) as info:
             call()
@@ -206,6 +208,17 @@ def test_chains_must_be_a_multiple_of_the_devices(monkeypatch, no_compilation):
     monkeypatch.setattr(sampling.jax, "devices", lambda: [device, FakeDevice()])
     raises_naming(sample_with(num_chains=3, devices="all"), r"num_chains=3 must be a multiple")
     raises_naming(sample_with(num_chains=3, devices=2), r"num_chains=3 must be a multiple")
+    raises_naming(
+        sample_with(num_chains=2, devices=2, data_shards=2, data=FIVE_POINTS),
+        r"^data_shards=2 must divide the number of training points \(5\)",
+    )
+    raises_naming(
+        sample_with(devices=1, data_shards=2), r"^data_shards=2 must divide the number of devices"
+    )
+
+
+# Built at import: the test itself must not compile anything.
+FIVE_POINTS = wb.RegressionData(X[:5], Y[:5], 0.3)
 
 
 class FakeDevice:
@@ -417,6 +430,7 @@ def test_sample_arguments_are_accepted_iff_valid(case):
         keep_params=False,
         record_train=False,
         devices=None,
+        data_shards=1,
         sampler_options={},
     )
     call.update(kwargs)

@@ -303,6 +303,24 @@ def test_interrupted_run_and_divergences_are_reported():
     assert any("1 divergent" in w for w in diagnosis.warnings)
 
 
+def test_numerical_failures_are_reported_with_a_remedy():
+    result = make_result(np.random.default_rng(SEED), draws=500)
+    result.settings["thinning"] = 2
+    failures = np.zeros((4, 500), dtype=np.int32)
+    result.stats["numerical_failures"] = failures
+    clean = diagnose(result, emit=False)
+    assert clean.info["numerical_failures"] == 0
+    assert not any("numerical failures" in w for w in clean.warnings)
+    failures[0, 3], failures[2, 7] = 2, 1
+    with pytest.warns(DiagnosticWarning, match="3 proposals in 4000 sampler steps"):
+        diagnosis = diagnose(result)
+    assert diagnosis.info["numerical_failures"] == 3 and diagnosis.info["num_steps"] == 4000
+    (message,) = [w for w in diagnosis.warnings if w.startswith("numerical failures")]
+    for words in ("could not be evaluated", "rejected", "exact", "float64", "noise_std"):
+        assert words in message
+    assert to_inference_data(result).sample_stats["numerical_failures"].dtype == np.int32
+
+
 def test_diagnose_rejects_bad_arguments():
     result = make_result(np.random.default_rng(SEED), draws=20)
     with pytest.raises(ValueError, match="var_names"):

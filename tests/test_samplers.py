@@ -361,6 +361,7 @@ def test_sampler_none_picks_from_the_benchmark_rule():
         num_projections=1,
         chunk_size=None,
         devices=None,
+        data_shards=1,
         sampler_options={},
         sampler=None,
     )
@@ -399,3 +400,134 @@ def test_bad_options_raise(name, options, match):
 def test_module_exports():
     for name in samplers.__all__:
         assert hasattr(samplers, name)
+
+
+# -- numerical failures: proposals whose log density is not finite -------------------------------
+
+TRUNCATE = 0.5  # the 2-d standard normal truncated to x0 < TRUNCATE; -inf beyond
+# Large fixed steps and scales from x0 = 0.4, so that proposals often land beyond the cut.
+FAILURE_OPTIONS = {
+    "nuts": {"step_size": 1.5, "adapt_mass_matrix": False},
+    "hmc": {"step_size": 1.0, "adapt_mass_matrix": False},
+    "mala": {"step_size": 1.5, "adapt_mass_matrix": False},
+    "langevin": {"step_size": 1.5, "alpha": 0.5, "adapt_mass_matrix": False},
+    "pcn": {"scale": 0.9},
+    "pcnl": {"scale": 0.9},
+    "elliptical": {},
+}
+
+
+def normal_target(truncated, counter=None):
+    """``(logdensity, loglik)`` of N(0, I) in 2-d, optionally -inf for x0 >= TRUNCATE.
+
+    With ``counter`` (a list), every evaluation appends how many of its (vmapped) values
+    were not finite.
+    """
+
+    def cut(x, value):
+        if truncated:
+            value = jnp.where(x[0] < TRUNCATE, value, -jnp.inf)
+        if counter is not None:
+            jax.debug.callback(lambda v: counter.append(int(np.sum(~np.isfinite(v)))), value)
+        return value
+
+    def logdensity(x):
+        return cut(x, -0.5 * jnp.sum(jnp.square(x)) - math.log(2 * math.pi))
+
+    def loglik(x):
+        return cut(x, jnp.zeros((), x.dtype))
+
+    return logdensity, loglik
+
+
+def numerical_failures(name, truncated, *, chains=2, num_draws=60, counter=None):
+    """``(draw, chain)`` numerical_failures, and all stats, of a run from x0 = 0.4."""
+    target = normal_target(truncated, counter)
+    kernel = build_kernel(name, *target, 2, jnp.float64, FAILURE_OPTIONS[name])
+    assert "numerical_failures" in kernel.stat_names
+    positions = jnp.tile(jnp.asarray([0.4, 0.0]), (chains, 1))
+    (draws, lp, stats), _ = run_chains(kernel, positions, jax.random.key(7), 0, num_draws)
+    # never entered: the chains stay where the log density is finite
+    assert np.all(np.isfinite(np.asarray(lp)))
+    assert np.all(np.asarray(draws)[..., 0] < TRUNCATE) or not truncated
+    failures = np.asarray(stats["numerical_failures"])
+    assert failures.dtype == np.int32 and failures.shape == (num_draws, chains)
+    return failures, {k: np.asarray(v) for k, v in stats.items()}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_numerical_failures_count_proposals_with_non_finite_log_density(name):
+    failures, stats = numerical_failures(name, truncated=True)
+    assert failures.sum() > 0 and np.all(failures >= 0)
+    if name == "elliptical":
+        # one count per shrinkage proposal that fell beyond the cut
+        assert failures.max() > 1 and np.all(failures <= stats["n_steps"])
+    else:
+        assert failures.max() == 1
+        # a proposal that cannot be evaluated is rejected (and is a divergence), while
+        # finite proposals are not counted (the chain also moves)
+        assert np.all(stats["diverging"][failures > 0])
+        assert not failures.all()
+    if name not in ("nuts", "elliptical"):
+        assert np.all(stats["acceptance_rate"][failures > 0] == 0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_numerical_failures_on_a_finite_target(name):
+    failures, _ = numerical_failures(name, truncated=False)
+    assert np.all(failures == 0)
+
+
+@pytest.mark.parametrize("name", ["nuts", "mala", "langevin", "pcn", "pcnl", "elliptical"])
+def test_numerical_failures_equal_the_non_finite_evaluations(name):
+    """Every non-finite evaluation of the target is counted, once.
+
+    One chain: vmapped over several, a while loop (elliptical slice, NUTS) evaluates
+    finished chains again until all are done. Static HMC with several leapfrog steps is
+    left out: it counts the end point of the trajectory only (the proposal), not the
+    intermediate states.
+    """
+    counter = []
+    failures, _ = numerical_failures(name, truncated=True, chains=1, counter=counter)
+    jax.effects_barrier()
+    assert counter and int(failures.sum()) == sum(counter) > 0
+
+
+def test_sample_reports_numerical_failures_of_a_failed_factorisation():
+    """End to end: a network whose features overflow for w0 >= 1, so the collapsed
+    target's factorisation fails there; the count reaches the result, ArviZ and diagnose."""
+    import wide_bnn as wb
+    from wide_bnn.diagnostics import diagnose
+
+    def features(hidden, x):
+        w = hidden["w"]
+        return jnp.where(w[0] < 1.0, 1.0, jnp.inf) * jnp.tanh(
+            x * w[0] + w[1] + jnp.arange(3.0)[None, :]
+        )
+
+    net = wb.network(lambda key, x: {"w": jnp.zeros((2,))}, features, name="overflowing")
+    x = np.linspace(-1.0, 1.0, 5)[:, None]
+    data = wb.RegressionData(x, np.sin(x[:, 0]), 0.3)
+    result = wb.sample(
+        net,
+        data,
+        x_test=x[:2],
+        sampler="pcn",
+        scale=0.9,
+        num_chains=2,
+        num_warmup=0,
+        num_samples=20,
+        thinning=2,
+        seed=1,
+        progress=False,
+    )
+    failures = result.stats["numerical_failures"]
+    assert failures.shape == (2, 20) and np.issubdtype(failures.dtype, np.integer)
+    # summed over the two thinning steps of a draw
+    assert failures.sum() > 0 and failures.max() <= 2 and np.all(failures >= 0)
+    assert np.all(np.isfinite(result.stats["lp"]))
+    idata = result.to_inference_data()
+    np.testing.assert_array_equal(idata.sample_stats["numerical_failures"].values, failures)
+    diagnosis = diagnose(result, emit=False)
+    assert diagnosis.info["numerical_failures"] == failures.sum()
+    assert any(w.startswith("numerical failures") for w in diagnosis.warnings)

@@ -446,11 +446,13 @@ def test_result_layout(engine):
         "diverging",
         "n_steps",
         "num_grad_evals",
+        "numerical_failures",
         "step_size",
     }
     for value in result.stats.values():
         assert value.shape == (3, 24)
     assert result.stats["diverging"].dtype == bool
+    assert result.stats["numerical_failures"].dtype == np.int32
     assert result.num_grad_evals == 3 * 24
     assert set(result.timings) == {"compile", "warmup", "sampling"}
     assert all(t >= 0 for t in result.timings.values())

@@ -23,6 +23,11 @@ Rules used by :func:`diagnose` (all thresholds are arguments):
   within chains, or constant over all chains although the network has hidden
   layers (attribute ``widths`` non-empty; without hidden layers a constant
   ``f_test_mean`` is exact and not a problem).
+- **Divergences** and **numerical failures**: warn when any transition diverged, and
+  when any proposal could not be evaluated (sample statistic ``numerical_failures``:
+  a non-finite log density from a failed factorisation or an overflow). Such proposals
+  are rejected, never entered, and no jitter is added inside a chain, so the chain
+  stays exact; but it mixes worse.
 """
 
 from __future__ import annotations
@@ -103,8 +108,9 @@ def to_inference_data(result, *, nngp: tuple[Any, Any] | None = None, extra_attr
         Groups ``posterior`` (``f_test`` and ``f_test_mean`` with dims
         ``(chain, draw, test_point, output)``, ``projections``
         ``(chain, draw, projection)``, optional ``f_train*`` and parameters named
-        ``params__<path>``), ``sample_stats`` (ArviZ names plus
-        ``num_grad_evals``), ``observed_data`` (``y``), ``constant_data``
+        ``params__<path>``), ``sample_stats`` (every entry of ``result.stats``:
+        ArviZ names plus ``num_grad_evals`` and ``numerical_failures``),
+        ``observed_data`` (``y``), ``constant_data``
         (``x_train``, ``x_test``, optionally ``nngp_mean`` / ``nngp_var``).
         The same attributes, of netCDF-safe types only (strings, numbers),
         are stored on the root and on the posterior group; see
@@ -318,7 +324,9 @@ class Diagnosis:
         Every problem found (also issued as :class:`DiagnosticWarning`).
     info : dict
         Chains, draws, total gradient evaluations, sampling seconds, ``min_ess``,
-        divergences, mean acceptance rate and ``hidden_variance_share`` (median
+        divergences, ``numerical_failures`` (proposals whose log density was not
+        finite, summed over chains and draws), ``num_steps`` (sampler steps: chains x
+        draws x thinning), mean acceptance rate and ``hidden_variance_share`` (median
         over test points of ``Var(f_test_mean) / Var(f_test)``).
     """
 
@@ -481,6 +489,16 @@ def _run_info(idata, chains: int, draws: int) -> dict[str, Any]:
         if stats is not None and "diverging" in stats
         else 0
     )
+    info["numerical_failures"] = (
+        int(np.sum(np.asarray(stats["numerical_failures"])))
+        if stats is not None and "numerical_failures" in stats
+        else 0
+    )
+    try:
+        thinning = max(int(attrs.get("thinning", 1)), 1)
+    except (TypeError, ValueError):
+        thinning = 1
+    info["num_steps"] = int(chains) * int(draws) * thinning
     info["acceptance_rate"] = (
         float(np.mean(np.asarray(stats["acceptance_rate"])))
         if stats is not None and "acceptance_rate" in stats
@@ -576,6 +594,14 @@ def _problems(summary, details, info, min_ess, rhat_threshold) -> list[str]:
                 )
     if info["divergences"] > 0:
         problems.append(f"{info['divergences']} divergent transitions")
+    if info["numerical_failures"] > 0:
+        problems.append(
+            f"numerical failures: {info['numerical_failures']} proposals in "
+            f"{info['num_steps']} sampler steps could not be evaluated (non-finite log "
+            "density: a failed factorisation or an overflow); they were rejected, so the "
+            "chains remain exact, but mixing may suffer. Remedy: use float64, a larger "
+            "noise_std, or smaller step sizes / prior scales"
+        )
     return problems
 
 

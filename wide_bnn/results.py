@@ -28,7 +28,11 @@ class SampleResult:
         Per-draw sampler statistics ``(chain, draw)`` with ArviZ names: ``lp``,
         ``acceptance_rate``, ``diverging``, and where the sampler has them
         ``energy``, ``n_steps``, ``step_size``, ``tree_depth``; plus
-        ``num_grad_evals`` (log-density gradient evaluations per draw).
+        ``num_grad_evals`` (log-density gradient evaluations per draw) and
+        ``numerical_failures`` (int, summed over the thinning steps of a draw:
+        proposals whose log density was not finite, e.g. a failed Cholesky
+        factorisation or an overflow, and which were therefore rejected; see
+        :mod:`wide_bnn.samplers` for what each sampler counts).
     x_test : numpy.ndarray or None
         Test inputs ``(test_point, ...)``.
     settings : dict

@@ -50,6 +50,29 @@ Per-step statistics use ArviZ names (``acceptance_rate``, ``diverging``, ``energ
 ``n_steps``, ``step_size``, ``tree_depth``) plus ``num_grad_evals``: evaluations of
 the log-density gradient, or of the log-density for the gradient-free ``pcn`` (one
 per step) and ``elliptical`` (one per slice shrinkage iteration).
+
+``numerical_failures`` (int32) counts the proposals of a step that could not be
+evaluated: their log density (or log-likelihood part) was NaN or infinite, e.g. a
+Cholesky factorisation failed or a value overflowed, and was mapped to ``-inf``, so
+the proposal was rejected. The chains add no jitter to make such a factorisation
+succeed, since that would silently change the target (see :mod:`wide_bnn.linalg`). The
+chain stays exact, but many failures mean poor mixing. What is counted, per kernel:
+
+* ``hmc``, ``mala``, ``langevin``: 0 or 1, whether the end point of the leapfrog
+  trajectory (the Metropolis-Hastings proposal, BlackJAX's ``info.proposal``) has a
+  non-finite log density. Intermediate leapfrog states are not proposals and are not
+  counted.
+* ``nuts``: 0 or 1, a divergent transition whose trajectory has a state with a
+  non-finite log density at its leftmost or rightmost end. BlackJAX (1.7) stops the
+  trajectory at the first such state (its energy error is ``-inf``: a divergence) and
+  leaves it at that end, so this flags every step that evaluated a non-finite log
+  density (at most one per step), and a step from a current state that is itself
+  non-finite. Divergences with finite energies (large integration errors) are not
+  counted.
+* ``pcn``: 0 or 1, the proposal's log-likelihood is not finite.
+* ``pcnl``: 0 or 1, the proposal's log-likelihood or its gradient is not finite.
+* ``elliptical``: the number of slice shrinkage proposals of the step (the first one
+  included) whose log-likelihood is not finite.
 """
 
 from __future__ import annotations
@@ -401,13 +424,22 @@ def _like(tree, template):
 # -- HMC family: nuts, hmc, mala ----------------------------------------------------------
 
 
-def _hmc_stats(info, step_size, n_steps):
+def _hmc_stats(info, step_size, n_steps, failures=None):
+    """Step statistics of a BlackJAX HMC-family transition.
+
+    ``failures`` (bool) flags a proposal with a non-finite log density; by default the
+    end point of a static trajectory (``info.proposal``, the state the Metropolis-Hastings
+    step accepts or rejects).
+    """
+    if failures is None:
+        failures = ~jnp.isfinite(info.proposal.logdensity)
     return {
         "acceptance_rate": info.acceptance_rate,
         "diverging": info.is_divergent,
         "energy": info.energy,
         "n_steps": jnp.asarray(n_steps, jnp.int32),
         "num_grad_evals": jnp.asarray(n_steps, jnp.int32),
+        "numerical_failures": jnp.asarray(failures, jnp.int32),
         "step_size": step_size,
     }
 
@@ -447,7 +479,15 @@ def _build_nuts(logdensity_fn, loglik_fn, dim, dtype, options):
             params["inverse_mass_matrix"],
             max_num_doublings=max_depth,
         )
-        stats = _hmc_stats(info, params["step_size"], info.num_integration_steps)
+        # BlackJAX stops a NUTS trajectory at its first state with a non-finite log
+        # density (its energy error is -inf, or NaN mapped to -inf: a divergence), and
+        # that state is then the leftmost or rightmost state of the final trajectory.
+        # So at most one non-finite state is evaluated per step, and this flags it.
+        edges = (info.trajectory_leftmost_state, info.trajectory_rightmost_state)
+        failed = info.is_divergent & (
+            ~jnp.isfinite(edges[0].logdensity) | ~jnp.isfinite(edges[1].logdensity)
+        )
+        stats = _hmc_stats(info, params["step_size"], info.num_integration_steps, failed)
         stats["tree_depth"] = jnp.asarray(info.num_trajectory_expansions, jnp.int32)
         return state, stats
 
@@ -456,7 +496,15 @@ def _build_nuts(logdensity_fn, loglik_fn, dim, dtype, options):
     return _as_kernel(init, step, *_hmc_state_fns(), tuning, names, dtype)
 
 
-_HMC_STATS = ("acceptance_rate", "diverging", "energy", "n_steps", "num_grad_evals", "step_size")
+_HMC_STATS = (
+    "acceptance_rate",
+    "diverging",
+    "energy",
+    "n_steps",
+    "num_grad_evals",
+    "numerical_failures",
+    "step_size",
+)
 
 
 def _build_static_hmc(num_steps, jitter):
@@ -620,12 +668,20 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=No
             "diverging": ~jnp.isfinite(proposal.logdensity),
             "n_steps": jnp.asarray(1, jnp.int32),
             "num_grad_evals": jnp.asarray(1, jnp.int32),
+            "numerical_failures": (~jnp.isfinite(proposal.logdensity)).astype(jnp.int32),
             "step_size": scale,
         }
         return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.25)
-    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
+    names = (
+        "acceptance_rate",
+        "diverging",
+        "n_steps",
+        "num_grad_evals",
+        "numerical_failures",
+        "step_size",
+    )
     return _as_kernel(
         init,
         step,
@@ -701,12 +757,22 @@ def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
             "diverging": ~proposal_ok,
             "n_steps": jnp.asarray(1, jnp.int32),
             "num_grad_evals": jnp.asarray(1, jnp.int32),
+            # Rejected because it could not be evaluated: a non-finite log-likelihood or
+            # gradient (not a finite proposal that the MH ratio rejects).
+            "numerical_failures": (~proposal_ok).astype(jnp.int32),
             "step_size": scale,
         }
         return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.574)
-    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "step_size")
+    names = (
+        "acceptance_rate",
+        "diverging",
+        "n_steps",
+        "num_grad_evals",
+        "numerical_failures",
+        "step_size",
+    )
     return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
 
 
@@ -738,22 +804,28 @@ def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cach
             moved = position * jnp.cos(theta) + nu * jnp.sin(theta)
             return LikelihoodState(moved, *loglik_cache_fn(moved))
 
+        def failed(proposal):
+            return (~jnp.isfinite(proposal.logdensity)).astype(jnp.int32)
+
         def not_done(carry):
-            _, _, _, proposal, count = carry
+            _, _, _, proposal, count, _ = carry
             return ~(proposal.logdensity > threshold) & (count < _MAX_SHRINKS)
 
         def shrink(carry):
-            theta, low, high, _, count = carry
+            theta, low, high, _, count, failures = carry
             # Shrink the bracket towards 0 (the current state), then draw inside it.
             low = jnp.where(theta < 0, theta, low)
             high = jnp.where(theta < 0, high, theta)
             theta = jax.random.uniform(
                 jax.random.fold_in(key_loop, count), (), position.dtype, low, high
             )
-            return theta, low, high, propose(theta), count + 1
+            proposal = propose(theta)
+            return theta, low, high, proposal, count + 1, failures + failed(proposal)
 
-        start = (theta, theta - 2 * jnp.pi, theta, propose(theta), jnp.ones((), jnp.int32))
-        _, _, _, proposal, count = jax.lax.while_loop(not_done, shrink, start)
+        first = propose(theta)
+        one = jnp.ones((), jnp.int32)
+        start = (theta, theta - 2 * jnp.pi, theta, first, one, failed(first))
+        _, _, _, proposal, count, failures = jax.lax.while_loop(not_done, shrink, start)
         moved = proposal.logdensity > threshold
         new_state = jax.tree_util.tree_map(
             lambda new, old: jnp.where(moved, new, old), proposal, state
@@ -765,10 +837,12 @@ def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cach
             "diverging": ~moved,
             "n_steps": count,
             "num_grad_evals": count,
+            # Shrinkage proposals (the first included) whose log-likelihood was not finite.
+            "numerical_failures": failures,
         }
         return new_state, stats
 
-    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals")
+    names = ("acceptance_rate", "diverging", "n_steps", "num_grad_evals", "numerical_failures")
     return _as_kernel(
         init,
         step,

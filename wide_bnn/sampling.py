@@ -43,8 +43,14 @@ from wide_bnn.data import RegressionData, checked_host_array
 from wide_bnn.linalg import NumericalWarning
 from wide_bnn.nets import Network
 from wide_bnn.results import SampleResult
-from wide_bnn.samplers import SAMPLERS, build_kernel, default_sampler, resolve_options
-from wide_bnn.targets import PARAMETERISATIONS, build_target
+from wide_bnn.samplers import (
+    SAMPLERS,
+    Kernel,
+    build_kernel,
+    default_sampler,
+    resolve_options,
+)
+from wide_bnn.targets import PARAMETERISATIONS, Target, build_target
 
 __all__ = ["sample"]
 
@@ -76,6 +82,7 @@ def sample(
     num_projections: int = 100,
     chunk_size: int | None = None,
     devices: Any = None,
+    data_shards: int = 1,
     **sampler_options: Any,
 ) -> SampleResult:
     """Sample the posterior of a Bayesian neural network; record function-space outputs.
@@ -139,6 +146,18 @@ def sample(
         chains are split over a one-dimensional mesh with axis ``"chain"``; the data
         are replicated. ``num_chains`` must be a multiple of the number of devices.
         The key schedule is per chain, so the draws do not depend on the devices.
+    data_shards : int
+        Also split the ``n`` training points over this many of the ``devices``
+        (default 1: every device holds all the data). The devices form a
+        ``(len(devices) / data_shards, data_shards)`` mesh with axes ``("chain",
+        "data")``: each device computes the features of its block of points and XLA
+        sums their Gram / likelihood contributions with an all-reduce, so the
+        ``(n, p)`` features, the largest arrays for large ``n``, are limited by the
+        total rather than the per-device memory. Needs ``devices``; ``n`` and the
+        number of devices must be multiples of ``data_shards``, ``num_chains`` a
+        multiple of ``len(devices) / data_shards``. Draws agree with an unsharded
+        run up to rounding (sums are taken in another order; see the multi-device
+        guide).
     **sampler_options
         Options of the chosen sampler, e.g. ``step_size``, ``target_acceptance_rate``,
         ``adapt_mass_matrix``, ``max_tree_depth``, ``num_integration_steps``,
@@ -190,6 +209,7 @@ def sample(
         num_projections=num_projections,
         chunk_size=chunk_size,
         devices=devices,
+        data_shards=data_shards,
         sampler_options=sampler_options,
     )
     return _Run(setup).run()
@@ -230,6 +250,7 @@ def _setup(
     num_projections,
     chunk_size,
     devices,
+    data_shards,
     sampler_options,
 ) -> dict[str, Any]:
     if not isinstance(net, Network):
@@ -291,7 +312,13 @@ def _setup(
                 f"with x_test.astype('{data.dtype}')"
             )
         x_test = jnp.asarray(x_test)
-    devices = _check_devices(devices, num_chains)
+    data_shards = _check_int("data_shards", data_shards, 1)
+    devices = _check_devices(devices, num_chains, data_shards)
+    if data.num_points % data_shards:
+        raise ValueError(
+            f"data_shards={data_shards} must divide the number of training points "
+            f"({data.num_points}), so that every device holds the same number of them"
+        )
     _check_net_fits(net, data, x_test)
     if sampler is None:
         sampler = default_sampler(
@@ -338,6 +365,7 @@ def _setup(
         "num_projections": num_projections,
         "chunk_size": chunk_size,
         "devices": devices,
+        "data_shards": data_shards,
         "config_payload": None,
     }
     if checkpoint_dir is not None:
@@ -348,9 +376,16 @@ def _setup(
     return setup
 
 
-def _check_devices(devices: Any, num_chains: int) -> tuple[jax.Device, ...] | None:
+def _check_devices(
+    devices: Any, num_chains: int, data_shards: int = 1
+) -> tuple[jax.Device, ...] | None:
     """Resolve ``devices`` to a tuple of distinct devices (``None``: default device)."""
     if devices is None:
+        if data_shards > 1:
+            raise ValueError(
+                f"data_shards={data_shards} needs devices to split the data over; pass "
+                "devices='all' or a number of devices"
+            )
         return None
     usage = f"devices must be None, 'all', an int or a sequence of jax.Device, got {devices!r}"
     if isinstance(devices, str):
@@ -374,10 +409,16 @@ def _check_devices(devices: Any, num_chains: int) -> tuple[jax.Device, ...] | No
             raise ValueError(usage)
         if len(set(resolved)) != len(resolved):
             raise ValueError(f"devices lists a device twice: {devices!r}")
-    if num_chains % len(resolved):
+    if len(resolved) % data_shards:
         raise ValueError(
-            f"num_chains={num_chains} must be a multiple of the number of devices "
-            f"({len(resolved)}), so that every device runs the same number of chains"
+            f"data_shards={data_shards} must divide the number of devices ({len(resolved)})"
+        )
+    groups = len(resolved) // data_shards
+    if num_chains % groups:
+        what = "devices" if data_shards == 1 else "device groups (devices / data_shards)"
+        raise ValueError(
+            f"num_chains={num_chains} must be a multiple of the number of {what} "
+            f"({groups}), so that every device runs the same number of chains"
         )
     return resolved
 
@@ -456,7 +497,7 @@ def _aggregate(stats: dict[str, jax.Array], active: jax.Array) -> dict[str, jax.
             out[name] = jnp.sum(value * weight, axis=0) / count.astype(value.dtype)
         elif name == "diverging":
             out[name] = jnp.any(value & (weight > 0), axis=0)
-        elif name in ("n_steps", "num_grad_evals"):
+        elif name in ("n_steps", "num_grad_evals", "numerical_failures"):
             out[name] = jnp.sum(value * weight, axis=0).astype(value.dtype)
         else:
             out[name] = value[last]
@@ -468,27 +509,9 @@ class _Run:
 
     def __init__(self, setup: dict[str, Any]):
         self.s = s = setup
-        self.target = build_target(
-            s["net"],
-            s["data"],
-            parameterisation=s["parameterisation"],
-            collapsed=s["collapsed"],
-            x_test=s["x_test"],
-            record_train=s["record_train"],
-            keep_params=s["keep_params"],
-            num_projections=s["num_projections"],
-        )
-        self.kernel = build_kernel(
-            s["sampler"],
-            self.target.logdensity_fn,
-            self.target.loglik_fn,
-            self.target.dim,
-            self.target.dtype,
-            s["options"],
-            loglik_cache_fn=self.target.loglik_cache_fn,
-        )
+        self.target, self.kernel = self._model(s["data"])
         self.timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
-        self.placement = _Placement(s["devices"])
+        self.placement = _Placement(s["devices"], s["data_shards"])
         key_init, key_chains = jax.random.split(jax.random.key(s["seed"]))
         self.key_init = key_init
         self.chain_keys = jax.random.split(key_chains, s["num_chains"])
@@ -499,12 +522,44 @@ class _Run:
         self.chunk = min(s["chunk_size"] or default, max(s["num_samples"], self.warm_iters))
         self.schedule = jnp.asarray(self.kernel.schedule(max(s["num_warmup"], 1)))
 
+    def _model(self, data: RegressionData) -> tuple[Target, Kernel]:
+        """The target and kernel on ``data`` (concrete, or traced and sharded)."""
+        s = self.s
+        target = build_target(
+            s["net"],
+            data,
+            parameterisation=s["parameterisation"],
+            collapsed=s["collapsed"],
+            x_test=s["x_test"],
+            record_train=s["record_train"],
+            keep_params=s["keep_params"],
+            num_projections=s["num_projections"],
+        )
+        kernel = build_kernel(
+            s["sampler"],
+            target.logdensity_fn,
+            target.loglik_fn,
+            target.dim,
+            target.dtype,
+            s["options"],
+            loglik_cache_fn=target.loglik_cache_fn,
+        )
+        return target, kernel
+
+    def _model_on(self, data_arrays):
+        # Without data sharding the data are constants of the compiled programs (as
+        # they always were); with it they arrive as sharded arguments ``(x, y)``.
+        if data_arrays is None:
+            return self.target, self.kernel
+        return self._model(_with_arrays(self.s["data"], data_arrays))
+
     # -- pure pieces --------------------------------------------------------------------------
-    def _init_states(self, init_keys, state_keys):
-        positions = jax.vmap(self.target.init_position)(init_keys)
-        states = jax.vmap(self.kernel.init)(state_keys, positions)
-        tunes = jax.vmap(lambda _: self.kernel.adapt_init())(jnp.arange(init_keys.shape[0]))
-        return states, jax.vmap(self.kernel.logdensity)(states), tunes
+    def _init_states(self, init_keys, state_keys, data_arrays=None):
+        target, kernel = self._model_on(data_arrays)
+        positions = jax.vmap(target.init_position)(init_keys)
+        states = jax.vmap(kernel.init)(state_keys, positions)
+        tunes = jax.vmap(lambda _: kernel.adapt_init())(jnp.arange(init_keys.shape[0]))
+        return states, jax.vmap(kernel.logdensity)(states), tunes
 
     def _shapes(self, states, tunes):
         """Shapes of the per-step statistics and per-draw records (traced once)."""
@@ -517,9 +572,10 @@ class _Run:
         )
         return step_stats, recorded
 
-    def _chunk(self, states, tunes, start, stop, chain_keys, schedule, consts):
+    def _chunk(self, states, tunes, start, stop, chain_keys, schedule, consts, data_arrays):
         """Iterations ``start .. start + chunk`` (those ``>= stop`` skipped) of both phases."""
-        kernel, thinning = self.kernel, self.s["thinning"]
+        target, kernel = self._model_on(data_arrays)
+        thinning = self.s["thinning"]
         num_warmup, warm_iters = self.s["num_warmup"], self.warm_iters
         step_shapes, record_shapes = self._shapes_cache
 
@@ -581,7 +637,7 @@ class _Run:
                 # Kernels that keep the factorisation of their state (pCN) spare the
                 # recording a second one.
                 caches = jax.vmap(kernel.cache)(states)
-                return jax.vmap(self.target.record, in_axes=(0, 0, None, 0))(
+                return jax.vmap(target.record, in_axes=(0, 0, None, 0))(
                     keys, positions, consts, caches
                 )
 
@@ -629,6 +685,7 @@ class _Run:
         place = self.placement
         chain_keys = place.chains(self.chain_keys)
         schedule, consts = place.replicated((self.schedule, consts))
+        data_arrays = place.data((s["data"].x, s["data"].y))
         lowered = place.jit(self._chunk).lower(
             place.chain_shapes(state_shapes),
             place.chain_shapes(tune_shapes),
@@ -637,13 +694,16 @@ class _Run:
             chain_keys,
             schedule,
             consts,
+            data_arrays,
         )
         directory = s["checkpoint_dir"]
         pool = ThreadPoolExecutor(max_workers=1)
         try:
             # With a checkpoint to validate, compile only once it is known to be usable.
             future = None if directory is not None else pool.submit(lowered.compile)
-            states, init_lp, tunes = self._initial_states(init_keys, state_keys, key_positions)
+            states, init_lp, tunes = self._initial_states(
+                init_keys, state_keys, key_positions, data_arrays
+            )
             fingerprint = self._fingerprint(states, init_lp)
             draws: dict[str, list[np.ndarray]] = {n: [] for n in draw_names}
             stats: dict[str, list[np.ndarray]] = {n: [] for n in stat_names}
@@ -675,6 +735,7 @@ class _Run:
                 chain_keys,
                 schedule,
                 consts,
+                data_arrays,
             )
 
         if done is None:
@@ -686,10 +747,10 @@ class _Run:
         params = _to_host(jax.jit(jax.vmap(self.kernel.adapt_final))(tunes))
         return self._result(draws, stats, record_shapes, params, complete)
 
-    def _initial_states(self, init_keys, state_keys, key_positions):
+    def _initial_states(self, init_keys, state_keys, key_positions, data_arrays):
         chains = self.s["num_chains"]
         init = jax.jit(self._init_states)
-        states, lp, tunes = init(init_keys, state_keys)
+        states, lp, tunes = init(init_keys, state_keys, data_arrays)
         # Rarely a prior draw overflows (deep nets, float32) or its factorisation fails:
         # redraw only those chains, from a fixed key sequence.
         for attempt in range(1, _MAX_INIT_ATTEMPTS + 1):
@@ -697,7 +758,7 @@ class _Run:
             if not bad.any():
                 break
             retry_keys = jax.random.split(jax.random.fold_in(key_positions, attempt), chains)
-            new_states, new_lp, _ = init(retry_keys, state_keys)
+            new_states, new_lp, _ = init(retry_keys, state_keys, data_arrays)
             mask = jnp.asarray(bad)
             states = jax.tree_util.tree_map(
                 lambda new, old, mask=mask: jnp.where(
@@ -885,17 +946,23 @@ def _hash(payload: dict[str, Any]) -> str:
 
 
 class _Placement:
-    """Where chain-batched arrays live: JAX's default device, or a 1-D ``"chain"`` mesh.
+    """Where arrays live: JAX's default device, or a ``("chain", "data")`` mesh.
 
     On a mesh, arrays with a leading chain axis (states, tuning, keys) are split over
-    the devices, everything else (data, constants, schedule) is replicated, and the
+    its ``"chain"`` axis, the training data (with ``data_shards > 1``) over its
+    ``"data"`` axis, everything else (constants, schedule) is replicated, and the
     compiled chunk returns its per-draw outputs ``(chunk, chains, ...)`` split along
-    the chain axis. Arrays are built from host copies with
-    :func:`jax.make_array_from_callback`, which works unchanged on several hosts.
+    the chain axis. XLA propagates the data split to the features and inserts the
+    all-reduces of their Gram / likelihood sums. Arrays are built from host copies
+    with :func:`jax.make_array_from_callback`, which works unchanged on several hosts.
     """
 
-    def __init__(self, devices: tuple[jax.Device, ...] | None):
-        self.mesh = None if devices is None else Mesh(np.asarray(devices), ("chain",))
+    def __init__(self, devices: tuple[jax.Device, ...] | None, data_shards: int = 1):
+        self.mesh = None
+        self.shards_data = data_shards > 1
+        if devices is not None:
+            grid = np.asarray(devices).reshape(len(devices) // data_shards, data_shards)
+            self.mesh = Mesh(grid, ("chain", "data"))
 
     def _sharding(self, *spec):
         return NamedSharding(self.mesh, PartitionSpec(*spec))
@@ -907,6 +974,13 @@ class _Placement:
     def replicated(self, tree):
         """A copy of every leaf on every device of the mesh."""
         return tree if self.mesh is None else _put(tree, self._sharding())
+
+    def data(self, arrays):
+        """The training arrays split along their first (point) axis, or ``None``.
+
+        ``None`` (no data sharding) keeps them constants of the compiled programs.
+        """
+        return _put(arrays, self._sharding("data")) if self.shards_data else None
 
     def chain_shapes(self, shapes):
         """``ShapeDtypeStruct`` leaves carrying the chain sharding (for lowering)."""
@@ -924,6 +998,13 @@ class _Placement:
         chains, per_draw = self._sharding("chain"), self._sharding(None, "chain")
         # (states, tunes, (recorded, stats)); pytree prefixes cover every leaf.
         return jax.jit(chunk_fn, out_shardings=(chains, chains, per_draw))
+
+
+def _with_arrays(data: RegressionData, arrays) -> RegressionData:
+    """``data`` with its ``x`` and ``y`` replaced (traced or sharded), unvalidated."""
+    x, y = arrays
+    # The noise scale stays a concrete number: the targets read it as a float.
+    return RegressionData.tree_unflatten(data.y_is_vector, (x, y, data.noise_std))
 
 
 def _put(tree, sharding):
