@@ -13,9 +13,9 @@ Usage::
 Prints one line per device count: median sampling time per step (seconds) over the
 repeats (one process each) and the ratio to one device. ``--shard-data`` splits the
 training points over all the devices (``data_shards = devices``) instead of the chains.
-A run that does not finish within ``--timeout`` seconds is reported as hung: XLA's
-in-process CPU collectives can deadlock when an all-reduce has more participants than
-the machine has cores (see docs/guides/multi-device.md).
+Every run gets ``PJRT_NPROC = 4 x max(--devices)`` XLA pool threads (the default, one per
+core, deadlocks with jaxlib 0.10: docs/guides/multi-device.md); a run that does not finish
+within ``--timeout`` seconds is reported as hung.
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ CHILD = textwrap.dedent(
 def run_once(devices: int, args: argparse.Namespace) -> float:
     """Sampling seconds per step of one run in a fresh process (``nan`` if it hung)."""
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"
-    )
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # One thread pool for every virtual device, the same size for every device count: the
+    # default (the cores) deadlocks with jaxlib 0.10 (docs/guides/multi-device.md).
+    env["PJRT_NPROC"] = str(4 * max(args.devices))
     config = [devices, args.width, args.chains, args.samples, args.sampler]
     config += [args.shard_data, args.n_train]
     try:

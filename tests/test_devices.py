@@ -74,14 +74,18 @@ SCRIPT = textwrap.dedent(
 ).format(num_devices=NUM_DEVICES)
 
 
-def run_on_virtual_devices(tmp_path, sampler):
+def run_on_virtual_devices(script, out, *args):
+    """Run ``script out *args`` with four virtual CPU devices; what it saved in ``out``."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={NUM_DEVICES}"
+    # Virtual devices share one thread pool sized by the cores; jaxlib 0.10's batched
+    # LAPACK kernels and the collectives block pool threads, which deadlocks a pool of two
+    # (see docs/guides/multi-device.md). A larger pool avoids it.
+    env["PJRT_NPROC"] = str(4 * NUM_DEVICES)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    out = tmp_path / f"{sampler}.npz"
     completed = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(out), sampler],
+        [sys.executable, "-c", script, str(out), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -102,7 +106,7 @@ def group(saved, prefix):
     [("pcn", True), pytest.param("hmc", False, marks=pytest.mark.slow)],
 )
 def test_sharded_chains_give_the_same_draws_and_log_densities(tmp_path, sampler, exact):
-    saved = run_on_virtual_devices(tmp_path, sampler)
+    saved = run_on_virtual_devices(SCRIPT, tmp_path / f"{sampler}.npz", sampler)
     # The runs really were placed as asked: states on 1, 4 and 2 devices.
     np.testing.assert_array_equal(saved["single/placements"], [1])
     np.testing.assert_array_equal(saved["sharded/placements"], [NUM_DEVICES])
@@ -148,8 +152,9 @@ def test_cli_devices_flag_reaches_sample(monkeypatch, tmp_path):
     argv = ["sample", "--out", str(tmp_path), "--hidden", "4", "--no-progress"]
     assert cli.main([*argv, "--devices", "all", "--chunk-size", "7"]) == 130
     assert seen["devices"] == "all" and seen["chunk_size"] == 7
-    assert cli.main([*argv, "--devices", "2"]) == 130
-    assert seen["devices"] == 2
+    assert seen["data_shards"] == 1
+    assert cli.main([*argv, "--devices", "2", "--data-shards", "2"]) == 130
+    assert seen["devices"] == 2 and seen["data_shards"] == 2
     config = tmp_path / "run.toml"
     config.write_text(json.dumps({"devices": "all"}).replace('{"devices": ', "devices = ")[:-1])
     assert cli.main(["sample", "--config", str(config), "--out", str(tmp_path)]) == 130
@@ -175,9 +180,9 @@ DATA_SCRIPT = textwrap.dedent(
     data = wb.RegressionData(x, y, 0.3)
     saved = {}
 
-    # Log densities and gradients with the data split over two devices, for the primal
+    # Log densities and gradients with the data split over four devices, for the primal
     # route (p < n), the dual route (p > n) and the standard parameterisation.
-    mesh = Mesh(np.asarray(jax.devices()[:2]).reshape(1, 2), ("chain", "data"))
+    mesh = Mesh(np.asarray(jax.devices()).reshape(1, 4), ("chain", "data"))
     split = NamedSharding(mesh, PartitionSpec("data"))
     arrays = jax.device_put((data.x, data.y), split)
     cases = [("primal", 16, "repriorised", True), ("dual", 384, "repriorised", True),
@@ -203,7 +208,7 @@ DATA_SCRIPT = textwrap.dedent(
         saved[f"{name}/sharded_grad"] = np.asarray(sharded[1])
         saved[f"{name}/all_reduces"] = np.asarray(compiled.as_text().count("all-reduce("))
 
-    # Whole runs: one device against chains x data on a (1, 2) mesh.
+    # Whole runs: one device against 2 chain groups x 2 data shards.
     seen = []
     real_run_chunk = sampling._run_chunk
     def spy(compiled, *args):
@@ -213,7 +218,7 @@ DATA_SCRIPT = textwrap.dedent(
     net = wb.mlp((16,), activation="tanh")
     kwargs = dict(sampler="pcn", num_chains=4, num_warmup=30, num_samples=20, seed=4,
                   progress=False, x_test=x[:5], record_train=True)
-    for name, extra in [("single", {}), ("split", dict(devices=2, data_shards=2))]:
+    for name, extra in [("single", {}), ("split", dict(devices="all", data_shards=2))]:
         seen.clear()
         result = wb.sample(net, data, **kwargs, **extra)
         compiled, data_arrays = seen[0]
@@ -231,27 +236,7 @@ DATA_SCRIPT = textwrap.dedent(
 
 
 def test_data_sharded_over_devices_gives_the_same_numbers(tmp_path):
-    # Two of the four virtual devices: XLA's in-process CPU collectives can deadlock when
-    # an all-reduce has more participants than the machine has cores (seen with four
-    # participants on this 2-core machine); see docs/guides/multi-device.md.
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        f"--xla_force_host_platform_device_count={NUM_DEVICES} --xla_cpu_multi_thread_eigen=false"
-    )
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")
-    out = tmp_path / "data.npz"
-    completed = subprocess.run(
-        [sys.executable, "-c", DATA_SCRIPT, str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    with np.load(out) as stored:
-        saved = dict(stored)
+    saved = run_on_virtual_devices(DATA_SCRIPT, tmp_path / "data.npz")
     for name in ("primal", "dual", "paper", "standard"):
         # The data really were split: the compiled program sums over devices.
         assert int(saved[f"{name}/all_reduces"]) > 0, name
@@ -262,9 +247,9 @@ def test_data_sharded_over_devices_gives_the_same_numbers(tmp_path):
             saved[f"{name}/sharded_grad"], saved[f"{name}/single_grad"], rtol=1e-10, atol=1e-10
         )
         assert np.all(np.isfinite(saved[f"{name}/single_grad"]))
-    # Each device held half of the 256 training points, and needed less scratch memory
-    # than one device running the same chains on all of them.
-    np.testing.assert_array_equal(saved["run/split/x_shard_rows"], [128, 128])
+    # Each device held half of the 256 training points (and half of the chains), and
+    # needed less scratch memory than one device running all chains on all points.
+    np.testing.assert_array_equal(saved["run/split/x_shard_rows"], [128] * NUM_DEVICES)
     assert int(saved["run/split/all_reduces"]) > 0
     assert saved["run/split/temp_bytes"] < 0.75 * saved["run/single/temp_bytes"]
     # pCN with sums taken in another order: the same chain up to rounding (an accept
@@ -273,3 +258,31 @@ def test_data_sharded_over_devices_gives_the_same_numbers(tmp_path):
         np.testing.assert_allclose(
             saved[f"run/split/{key}"], saved[f"run/single/{key}"], rtol=1e-8, atol=1e-10
         )
+
+
+def test_several_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
+    import types
+    import warnings
+
+    from wide_bnn import sampling
+
+    cpus = tuple(types.SimpleNamespace(platform="cpu") for _ in range(2))
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.setattr(sampling.jax.lib, "__version__", "0.10.2")
+    with pytest.warns(RuntimeWarning, match="PJRT_NPROC=8"):
+        sampling._warn_if_cpu_pool_can_deadlock(cpus)
+    quiet = [
+        (cpus[:1], "0.10.2", None),  # one device: nothing to share the pool with
+        (cpus, "0.10.2", "8"),  # the remedy is in place
+        (cpus, "0.11.2", None),  # jaxlib without the blocking batch kernels
+        ((types.SimpleNamespace(platform="gpu"),) * 2, "0.10.2", None),
+    ]
+    for devices, version, nproc in quiet:
+        monkeypatch.setattr(sampling.jax.lib, "__version__", version)
+        if nproc is None:
+            monkeypatch.delenv("PJRT_NPROC", raising=False)
+        else:
+            monkeypatch.setenv("PJRT_NPROC", nproc)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sampling._warn_if_cpu_pool_can_deadlock(devices)

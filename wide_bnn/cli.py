@@ -82,6 +82,7 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
     "checkpoint_dir": None,
     "chunk_size": None,
     "devices": None,
+    "data_shards": 1,
     "options": {},
     "report": True,
 }
@@ -177,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--devices",
         help="spread the chains over devices: 'all' or a number of devices (default: one)",
+    )
+    sample.add_argument(
+        "--data-shards",
+        type=int,
+        help="also split the training points over this many of the devices (default: 1)",
     )
     sample.add_argument(
         "--report", action=argparse.BooleanOptionalAction, default=None, help="write a report"
@@ -336,6 +342,7 @@ def _sample_config(args) -> dict[str, Any]:
         "checkpoint_dir": args.checkpoint_dir,
         "chunk_size": args.chunk_size,
         "devices": args.devices,
+        "data_shards": args.data_shards,
         "report": args.report,
     }
     config.update({k: v for k, v in flags.items() if v is not None})
@@ -409,6 +416,7 @@ def _sample(args) -> int:
         checkpoint_dir=os.fspath(checkpoints),
         chunk_size=config["chunk_size"],
         devices=config["devices"],
+        data_shards=config["data_shards"],
         **config["options"],
     )
     nngp = nngp_moments(net, data, x_test)

@@ -143,9 +143,10 @@ def sample(
         Spread the chains over devices: ``None`` runs everything on JAX's default
         device; ``"all"`` uses ``jax.devices()`` (every device of every host after
         ``jax.distributed.initialize()``), an int ``d`` the first ``d`` of them. The
-        chains are split over a one-dimensional mesh with axis ``"chain"``; the data
-        are replicated. ``num_chains`` must be a multiple of the number of devices.
-        The key schedule is per chain, so the draws do not depend on the devices.
+        chains are split over the ``"chain"`` axis of a device mesh; the data are
+        replicated unless ``data_shards > 1``. ``num_chains`` must be a multiple of the
+        number of devices. The key schedule is per chain, so the draws do not depend on
+        the devices. Several CPU devices: see the multi-device guide (``PJRT_NPROC``).
     data_shards : int
         Also split the ``n`` training points over this many of the ``devices``
         (default 1: every device holds all the data). The devices form a
@@ -171,7 +172,8 @@ def sample(
         ``projections`` ``(chain, draw, num_projections)``, optional ``f_train``,
         ``f_train_mean`` and ``params/<path>``; ``stats``: ``lp`` (the log target of the
         sampled coordinates), ``acceptance_rate`` (mean over the ``thinning`` steps),
-        ``diverging`` (any), ``n_steps`` and ``num_grad_evals`` (sums), and where the
+        ``diverging`` (any), ``n_steps``, ``num_grad_evals`` and ``numerical_failures``
+        (proposals whose log density could not be evaluated; sums), and where the
         sampler has them ``energy``, ``step_size``, ``tree_depth`` (last step);
         ``timings`` in seconds: ``compile`` (tracing, compilation and the initial states),
         ``warmup`` and ``sampling`` (execution only); ``settings`` include the resolved
@@ -409,6 +411,7 @@ def _check_devices(
             raise ValueError(usage)
         if len(set(resolved)) != len(resolved):
             raise ValueError(f"devices lists a device twice: {devices!r}")
+    _warn_if_cpu_pool_can_deadlock(resolved)
     if len(resolved) % data_shards:
         raise ValueError(
             f"data_shards={data_shards} must divide the number of devices ({len(resolved)})"
@@ -421,6 +424,37 @@ def _check_devices(
             f"({groups}), so that every device runs the same number of chains"
         )
     return resolved
+
+
+#: jaxlib releases whose CPU LAPACK kernels split a batch over XLA's thread pool and
+#: block a pool thread until it is done (0.10.0 up to 0.11.0).
+_BLOCKING_LAPACK_JAXLIB = ((0, 10), (0, 11, 0))
+
+
+def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
+    """Warn before a run that can hang: several CPU devices sharing a small thread pool.
+
+    Virtual CPU devices share one XLA thread pool with as many threads as cores. Batched
+    Cholesky factorisations (jaxlib 0.10) and collectives block a pool thread each while
+    they wait for work queued on the same pool, so with two or more devices every thread
+    can end up waiting: the run hangs using no CPU (reproduced on 2 cores with 2 devices).
+    ``PJRT_NPROC`` set before JAX starts enlarges the pool.
+    """
+    if len(devices) < 2 or any(getattr(d, "platform", None) != "cpu" for d in devices):
+        return
+    if "PJRT_NPROC" in os.environ:
+        return
+    version = tuple(int(part) for part in jax.lib.__version__.split(".")[:3] if part.isdigit())
+    if not any(version[: len(bad)] == bad for bad in _BLOCKING_LAPACK_JAXLIB):
+        return
+    warnings.warn(
+        f"{len(devices)} CPU devices share one XLA thread pool sized by the cores; with "
+        f"jaxlib {jax.lib.__version__} its batched Cholesky kernels and collectives can "
+        "deadlock it (the run hangs without using CPU). Set the environment variable "
+        f"PJRT_NPROC={4 * len(devices)} (or more) before JAX starts",
+        RuntimeWarning,
+        stacklevel=5,
+    )
 
 
 def _num_features(net: Network, data: RegressionData) -> int:
