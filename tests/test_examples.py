@@ -27,6 +27,7 @@ REQUIRED = {
     "numpyro_regression.py",
     "custom_feature_map.py",
     "diagnostics_report.py",
+    "multi_device.py",
 }
 NOTEBOOK_TOOLS = ("jupytext", "nbclient", "nbformat", "ipykernel")
 SMALL_SCALE = "0.05"
