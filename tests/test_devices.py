@@ -286,3 +286,81 @@ def test_several_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             sampling._warn_if_cpu_pool_can_deadlock(devices)
+
+
+PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import jax
+    process, out, port = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    # Two hosts, simulated by two processes on this machine (CPU collectives: gloo).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=f"localhost:{port}", num_processes=2, process_id=process
+    )
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    import wide_bnn as wb
+
+    assert len(jax.devices()) == 2 and len(jax.local_devices()) == 1
+    x = np.linspace(-2.0, 2.0, 8)[:, None]
+    y = np.sin(1.5 * x[:, 0])
+    net, data = wb.mlp((8,), activation="tanh"), wb.RegressionData(x, y, 0.3)
+    saved = {}
+    runs = [("local", None, 1), ("chains", "all", 1), ("data", "all", 2)]
+    for name, devices, data_shards in runs:
+        # "local": each process alone on its own device, the single-device reference.
+        result = wb.sample(
+            net, data, sampler="pcn", num_chains=4, num_warmup=20, num_samples=10, seed=3,
+            progress=False, x_test=x[:3], devices=devices, data_shards=data_shards,
+        )
+        saved[f"{name}/f_test"], saved[f"{name}/lp"] = result.draws["f_test"], result.stats["lp"]
+    if process == 0:
+        np.savez(out, **saved)
+    """
+)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_run_the_same_chains_as_one(tmp_path):
+    # The multi-host code path (jax.distributed, a global mesh, arrays filled per process,
+    # outputs gathered with process_allgather, process 0 saving) with two processes of one
+    # CPU device each.
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    out, port = tmp_path / "processes.npz", str(_free_port())
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROCESS_SCRIPT, str(process), str(out), port],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for process in range(2)
+    ]
+    try:
+        errors = [child.communicate(timeout=300)[1] for child in children]
+    finally:
+        for child in children:
+            child.kill()
+    for child, stderr in zip(children, errors, strict=True):
+        assert child.returncode == 0, stderr[-4000:]
+    with np.load(out) as stored:
+        saved = dict(stored)
+    for name in ("f_test", "lp"):
+        single = saved[f"local/{name}"]
+        # Chains over processes: each process computes whole chains, as one device does.
+        np.testing.assert_array_equal(saved[f"chains/{name}"], single, err_msg=name)
+        # Data over processes: sums over points meet in an all-reduce, to rounding.
+        np.testing.assert_allclose(saved[f"data/{name}"], single, rtol=1e-10, atol=1e-12)
+    assert saved["local/f_test"].shape == (4, 10, 3, 1)

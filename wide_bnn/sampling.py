@@ -440,7 +440,8 @@ def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
     can end up waiting: the run hangs using no CPU (reproduced on 2 cores with 2 devices).
     ``PJRT_NPROC`` set before JAX starts enlarges the pool.
     """
-    if len(devices) < 2 or any(getattr(d, "platform", None) != "cpu" for d in devices):
+    local = [d for d in devices if getattr(d, "process_index", 0) == jax.process_index()]
+    if len(local) < 2 or any(getattr(d, "platform", None) != "cpu" for d in local):
         return
     if "PJRT_NPROC" in os.environ:
         return
@@ -448,10 +449,10 @@ def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
     if not any(version[: len(bad)] == bad for bad in _BLOCKING_LAPACK_JAXLIB):
         return
     warnings.warn(
-        f"{len(devices)} CPU devices share one XLA thread pool sized by the cores; with "
+        f"{len(local)} CPU devices share one XLA thread pool sized by the cores; with "
         f"jaxlib {jax.lib.__version__} its batched Cholesky kernels and collectives can "
         "deadlock it (the run hangs without using CPU). Set the environment variable "
-        f"PJRT_NPROC={4 * len(devices)} (or more) before JAX starts",
+        f"PJRT_NPROC={4 * len(local)} (or more) before JAX starts",
         RuntimeWarning,
         stacklevel=5,
     )
@@ -1046,7 +1047,9 @@ def _put(tree, sharding):
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             data = put(jax.random.key_data(leaf))
             return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
-        host = np.asarray(leaf)
+        # A global array (e.g. initial states computed with data split over hosts) is
+        # gathered first; every process then fills its own devices' shards.
+        host = _to_host(leaf)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree_util.tree_map(put, tree)
