@@ -260,19 +260,21 @@ def test_data_sharded_over_devices_gives_the_same_numbers(tmp_path):
         )
 
 
-def test_several_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
+def test_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
     import types
     import warnings
 
     from wide_bnn import sampling
 
-    cpus = tuple(types.SimpleNamespace(platform="cpu") for _ in range(2))
+    cpus = tuple(types.SimpleNamespace(platform="cpu") for _ in range(4))
+    monkeypatch.setattr(sampling.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("PJRT_NPROC", raising=False)
     monkeypatch.setattr(sampling.jax.lib, "__version__", "0.10.2")
-    with pytest.warns(RuntimeWarning, match="PJRT_NPROC=8"):
-        sampling._warn_if_cpu_pool_can_deadlock(cpus)
+    # Twice the larger of the cores and the local devices.
+    for devices, threads in [(cpus[:1], 4), (cpus, 8)]:
+        with pytest.warns(sampling.ThreadPoolWarning, match=f"PJRT_NPROC={threads} "):
+            sampling._warn_if_cpu_pool_can_deadlock(devices)
     quiet = [
-        (cpus[:1], "0.10.2", None),  # one device: nothing to share the pool with
         (cpus, "0.10.2", "8"),  # the remedy is in place
         (cpus, "0.11.2", None),  # jaxlib without the blocking batch kernels
         ((types.SimpleNamespace(platform="gpu"),) * 2, "0.10.2", None),
@@ -286,6 +288,16 @@ def test_several_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             sampling._warn_if_cpu_pool_can_deadlock(devices)
+
+
+def test_the_command_line_enlarges_the_thread_pool():
+    # The CLI is an application: it sets PJRT_NPROC before JAX starts.
+    env = {k: v for k, v in os.environ.items() if k != "PJRT_NPROC"}
+    code = "import os, wide_bnn.cli; print(os.environ['PJRT_NPROC'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout) == 2 * (os.cpu_count() or 1)
 
 
 PROCESS_SCRIPT = textwrap.dedent(

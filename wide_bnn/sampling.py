@@ -383,6 +383,7 @@ def _check_devices(
 ) -> tuple[jax.Device, ...] | None:
     """Resolve ``devices`` to a tuple of distinct devices (``None``: default device)."""
     if devices is None:
+        _warn_if_cpu_pool_can_deadlock(tuple(jax.local_devices()[:1]))
         if data_shards > 1:
             raise ValueError(
                 f"data_shards={data_shards} needs devices to split the data over; pass "
@@ -431,29 +432,35 @@ def _check_devices(
 _BLOCKING_LAPACK_JAXLIB = ((0, 10), (0, 11, 0))
 
 
-def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
-    """Warn before a run that can hang: several CPU devices sharing a small thread pool.
+class ThreadPoolWarning(RuntimeWarning):
+    """XLA's CPU thread pool is small enough for this jaxlib to deadlock in it."""
 
-    Virtual CPU devices share one XLA thread pool with as many threads as cores. Batched
-    Cholesky factorisations (jaxlib 0.10) and collectives block a pool thread each while
-    they wait for work queued on the same pool, so with two or more devices every thread
-    can end up waiting: the run hangs using no CPU (reproduced on 2 cores with 2 devices).
-    ``PJRT_NPROC`` set before JAX starts enlarges the pool.
+
+def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
+    """Warn before a run that can hang: batched LAPACK calls on a small CPU thread pool.
+
+    All CPU devices of a process share one XLA thread pool with as many threads as cores.
+    jaxlib 0.10's batched Cholesky (and triangular-solve) kernels and the collectives
+    block a pool thread each while they wait for work queued on the same pool; when every
+    thread is blocked at once the run hangs using no CPU. Reproduced on 2 cores with two
+    devices, and on one device on the digits problem (the chains' 129 x 129 Gram
+    factorisations). ``PJRT_NPROC`` set before JAX starts enlarges the pool.
     """
     local = [d for d in devices if getattr(d, "process_index", 0) == jax.process_index()]
-    if len(local) < 2 or any(getattr(d, "platform", None) != "cpu" for d in local):
+    if not local or any(getattr(d, "platform", None) != "cpu" for d in local):
         return
     if "PJRT_NPROC" in os.environ:
         return
     version = tuple(int(part) for part in jax.lib.__version__.split(".")[:3] if part.isdigit())
     if not any(version[: len(bad)] == bad for bad in _BLOCKING_LAPACK_JAXLIB):
         return
+    threads = 2 * max(len(local), os.cpu_count() or 1)
     warnings.warn(
-        f"{len(local)} CPU devices share one XLA thread pool sized by the cores; with "
-        f"jaxlib {jax.lib.__version__} its batched Cholesky kernels and collectives can "
-        "deadlock it (the run hangs without using CPU). Set the environment variable "
-        f"PJRT_NPROC={4 * len(local)} (or more) before JAX starts",
-        RuntimeWarning,
+        f"jaxlib {jax.lib.__version__} on CPU: batched Cholesky kernels can deadlock XLA's "
+        "thread pool (one thread per core by default), and the run then hangs without "
+        f"using CPU. Set the environment variable PJRT_NPROC={threads} (or more) before "
+        "JAX starts; it costs about 10% speed (docs/guides/multi-device.md)",
+        ThreadPoolWarning,
         stacklevel=5,
     )
 
