@@ -290,16 +290,6 @@ def test_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
             sampling._warn_if_cpu_pool_can_deadlock(devices)
 
 
-def test_the_command_line_enlarges_the_thread_pool():
-    # The CLI is an application: it sets PJRT_NPROC before JAX starts.
-    env = {k: v for k, v in os.environ.items() if k != "PJRT_NPROC"}
-    code = "import os, wide_bnn.cli; print(os.environ['PJRT_NPROC'])"
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert int(out.stdout) == 2 * (os.cpu_count() or 1)
-
-
 PROCESS_SCRIPT = textwrap.dedent(
     """
     import sys

@@ -8,9 +8,7 @@ configuration (flags or a TOML file) with resumable checkpoints;
 This is an application, not a library import: it enables 64-bit JAX in
 :func:`main` (``--float32`` opts out) and sets ``OPENBLAS_NUM_THREADS=1``
 before numpy/jax load, because jitted Cholesky factorisations otherwise run
-100-1000x slower on small machines. It also gives XLA's CPU thread pool twice as many
-threads as cores (``PJRT_NPROC``), because with jaxlib 0.10 a pool of one thread per
-core can deadlock (see ``docs/guides/multi-device.md``).
+100-1000x slower on small machines.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault("PJRT_NPROC", str(2 * (os.cpu_count() or 1)))
 
 import argparse
 import json
