@@ -642,6 +642,17 @@ def _likelihood_init(loglik_fn, loglik_cache_fn):
     return loglik_cache_fn, init
 
 
+#: Per-step statistics of the tuned likelihood kernels (pcn, pcnl).
+_PCN_STATS = (
+    "acceptance_rate",
+    "diverging",
+    "n_steps",
+    "num_grad_evals",
+    "numerical_failures",
+    "step_size",
+)
+
+
 def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=None):
     del logdensity_fn
     loglik_cache_fn, init = _likelihood_init(loglik_fn, loglik_cache_fn)
@@ -674,14 +685,7 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=No
         return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.25)
-    names = (
-        "acceptance_rate",
-        "diverging",
-        "n_steps",
-        "num_grad_evals",
-        "numerical_failures",
-        "step_size",
-    )
+    names = _PCN_STATS
     return _as_kernel(
         init,
         step,
@@ -765,14 +769,7 @@ def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
         return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.574)
-    names = (
-        "acceptance_rate",
-        "diverging",
-        "n_steps",
-        "num_grad_evals",
-        "numerical_failures",
-        "step_size",
-    )
+    names = _PCN_STATS
     return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
 
 
