@@ -375,6 +375,8 @@ def _setup(
         # checkpoint_dir fails in seconds rather than after compilation.
         setup["config_payload"] = _config_payload(setup)
         ckpt.check(checkpoint_dir, _hash(setup["config_payload"]))
+    # Warn only about a run that will start: a refused one must print its error alone.
+    _warn_if_cpu_pool_can_deadlock(devices or tuple(jax.local_devices()[:1]))
     return setup
 
 
@@ -383,7 +385,6 @@ def _check_devices(
 ) -> tuple[jax.Device, ...] | None:
     """Resolve ``devices`` to a tuple of distinct devices (``None``: default device)."""
     if devices is None:
-        _warn_if_cpu_pool_can_deadlock(tuple(jax.local_devices()[:1]))
         if data_shards > 1:
             raise ValueError(
                 f"data_shards={data_shards} needs devices to split the data over; pass "
@@ -412,7 +413,6 @@ def _check_devices(
             raise ValueError(usage)
         if len(set(resolved)) != len(resolved):
             raise ValueError(f"devices lists a device twice: {devices!r}")
-    _warn_if_cpu_pool_can_deadlock(resolved)
     if len(resolved) % data_shards:
         raise ValueError(
             f"data_shards={data_shards} must divide the number of devices ({len(resolved)})"
@@ -461,7 +461,7 @@ def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
         f"using CPU. Set the environment variable PJRT_NPROC={threads} (or more) before "
         "JAX starts; it costs about 10% speed (docs/guides/multi-device.md)",
         ThreadPoolWarning,
-        stacklevel=5,
+        stacklevel=4,
     )
 
 
