@@ -40,10 +40,10 @@ sampling phase (all chains) and by the sampling wall time (seconds; compile and
 warm-up reported separately). Also: max R-hat over all those elements, mean
 acceptance, gradients per draw.
 
-With jaxlib 0.10 on a CPU, run with ``PJRT_NPROC=8`` (or more) when ``authors`` is among
-the configurations: with the default pool (one thread per core) its batched primal-route
-Cholesky deadlocks XLA's thread pool from width 512 on 2 cores (all threads idle; see
-docs/guides/multi-device.md). The larger pool costs the other configurations ~10-20%.
+The ``authors`` configuration deadlocked XLA's CPU thread pool from width 512 on 2 cores
+(jaxlib 0.10, batched primal-route Cholesky) until the chains' LAPACK calls were made one
+matrix at a time (docs/guides/multi-device.md); the width-512 figures in the docs were
+measured with ``PJRT_NPROC=8``.
 
 Run lengths: every configuration takes up to ``--num-samples`` draws per chain, and
 its sampling phase stops at ``--budget`` seconds (``--slow-budget`` for the slow

@@ -43,18 +43,21 @@ SCRIPT = textwrap.dedent(
                   chunk_size=5, progress=False, x_test=x_test, **options)
 
     # Record where the engine's chain states live on every chunk call.
-    placements = []
+    placements, gathers = [], []
     real_run_chunk = sampling._run_chunk
     def spy(compiled, states, *args):
         leaves = jax.tree_util.tree_leaves(states)
         placements.append(sorted({{len(leaf.sharding.device_set) for leaf in leaves}}))
+        gathers.append(compiled.as_text().count("all-gather("))
         return real_run_chunk(compiled, states, *args)
     sampling._run_chunk = spy
 
     saved = {{}}
     for name, devices in [("single", None), ("sharded", "all"), ("pair", 2)]:
         placements.clear()
+        gathers.clear()
         result = wb.sample(net, data, devices=devices, **kwargs)
+        saved[f"{{name}}/all_gathers"] = np.asarray(max(gathers))
         saved.update({{f"{{name}}/draws/{{k}}": v for k, v in result.draws.items()}})
         saved.update({{f"{{name}}/stats/{{k}}": v for k, v in result.stats.items()}})
         saved[f"{{name}}/placements"] = np.asarray(sorted({{d for p in placements for d in p}}))
@@ -111,6 +114,10 @@ def test_sharded_chains_give_the_same_draws_and_log_densities(tmp_path, sampler,
     np.testing.assert_array_equal(saved["single/placements"], [1])
     np.testing.assert_array_equal(saved["sharded/placements"], [NUM_DEVICES])
     np.testing.assert_array_equal(saved["pair/placements"], [2])
+    # Each device runs its own chains: no chain is gathered from another device (a loop
+    # over the chain axis, as wide_bnn.linalg uses on one device, would gather them all).
+    for name in ("single", "sharded", "pair"):
+        assert int(saved[f"{name}/all_gathers"]) == 0, name
     single = group(saved, "single/draws/") | group(saved, "single/stats/")
     for name in ("sharded", "pair"):
         other = group(saved, f"{name}/draws/") | group(saved, f"{name}/stats/")
@@ -270,16 +277,18 @@ def test_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
     monkeypatch.setattr(sampling.os, "cpu_count", lambda: 2)
     monkeypatch.delenv("PJRT_NPROC", raising=False)
     monkeypatch.setattr(sampling.jax.lib, "__version__", "0.10.2")
-    # Twice the larger of the cores and the local devices.
-    for devices, threads in [(cpus[:1], 4), (cpus, 8)]:
+    # Several devices (batched LAPACK calls, collectives): twice the larger of the cores
+    # and the local devices.
+    for devices, data_shards, threads in [(cpus[:2], 1, 4), (cpus, 2, 8), (cpus[:2], 2, 4)]:
         with pytest.warns(sampling.ThreadPoolWarning, match=f"PJRT_NPROC={threads} "):
-            sampling._warn_if_cpu_pool_can_deadlock(devices)
+            sampling._warn_if_cpu_pool_can_deadlock(devices, data_shards)
     quiet = [
-        (cpus, "0.10.2", "8"),  # the remedy is in place
-        (cpus, "0.11.2", None),  # jaxlib without the blocking batch kernels
-        ((types.SimpleNamespace(platform="gpu"),) * 2, "0.10.2", None),
+        (cpus[:1], 1, "0.10.2", None),  # one device: LAPACK one matrix at a time, inline
+        (cpus, 2, "0.10.2", "8"),  # the remedy is in place
+        (cpus, 2, "0.11.2", None),  # jaxlib without the blocking kernels
+        ((types.SimpleNamespace(platform="gpu"),) * 2, 2, "0.10.2", None),
     ]
-    for devices, version, nproc in quiet:
+    for devices, data_shards, version, nproc in quiet:
         monkeypatch.setattr(sampling.jax.lib, "__version__", version)
         if nproc is None:
             monkeypatch.delenv("PJRT_NPROC", raising=False)
@@ -287,7 +296,7 @@ def test_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
             monkeypatch.setenv("PJRT_NPROC", nproc)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            sampling._warn_if_cpu_pool_can_deadlock(devices)
+            sampling._warn_if_cpu_pool_can_deadlock(devices, data_shards)
 
 
 PROCESS_SCRIPT = textwrap.dedent(

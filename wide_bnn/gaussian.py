@@ -44,7 +44,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
 from jax.typing import ArrayLike
 
 from wide_bnn import linalg
@@ -139,11 +138,11 @@ class ReadoutConditional(NamedTuple):
         """
         root = jnp.sqrt(self.reg)
         if self.features is None:
-            return self.mean + root * solve_triangular(self.factor.T, z, lower=False)
+            return self.mean + root * linalg.solve_lower_transposed(self.factor, z)
         psi = self.features
         shifted = self.factor + root * jnp.eye(self.factor.shape[0], dtype=self.factor.dtype)
-        inner = solve_triangular(shifted, psi @ z, lower=True)
-        inner = solve_triangular(self.factor.T, inner, lower=False)
+        inner = linalg.solve_lower(shifted, psi @ z)
+        inner = linalg.solve_lower_transposed(self.factor, inner)
         return self.mean + z - psi.T @ inner
 
     def whiten(self, b: jax.Array) -> jax.Array:
@@ -162,8 +161,8 @@ class ReadoutConditional(NamedTuple):
         if self.features is None:
             return (self.factor.T @ centred) / root
         psi = self.features
-        shifted = self.factor.T + root * jnp.eye(self.factor.shape[0], dtype=self.factor.dtype)
-        inner = solve_triangular(shifted, psi @ centred, lower=False)
+        shifted = self.factor + root * jnp.eye(self.factor.shape[0], dtype=self.factor.dtype)
+        inner = linalg.solve_lower_transposed(shifted, psi @ centred)
         return centred + (psi.T @ inner) / root
 
     def log_det(self) -> jax.Array:
@@ -196,7 +195,7 @@ class ReadoutConditional(NamedTuple):
             quad = jnp.sum(jnp.square(residual)) / self.reg + jnp.sum(jnp.square(self.mean))
             logdet = logdet + (n - psi.shape[1]) * jnp.log(self.reg)
         else:
-            quad = jnp.sum(jnp.square(solve_triangular(self.factor, y, lower=True)))
+            quad = jnp.sum(jnp.square(linalg.solve_lower(self.factor, y)))
         value = -0.5 * (quad + k * logdet + n * k * _LOG_2PI)
         return _finish(value, self.ok, psi)[0]
 
@@ -215,11 +214,11 @@ class ReadoutConditional(NamedTuple):
         ``Sigma = reg (G + reg I)^-1`` is the covariance of each readout column.
         """
         if self.features is None:
-            half = solve_triangular(self.factor, psi_test.T, lower=True)
+            half = linalg.solve_lower(self.factor, psi_test.T)
             cov = self.reg * (half.T @ half)
         else:
             cross = self.features @ psi_test.T
-            half = solve_triangular(self.factor, cross, lower=True)
+            half = linalg.solve_lower(self.factor, cross)
             cov = psi_test @ psi_test.T - half.T @ half
         return 0.5 * (cov + cov.T)
 
@@ -227,10 +226,10 @@ class ReadoutConditional(NamedTuple):
         """The readout column covariance ``reg (G + reg I)^-1``, shape (p, p)."""
         if self.features is None:
             eye = jnp.eye(self.factor.shape[0], dtype=self.factor.dtype)
-            return self.reg * cho_solve((self.factor, True), eye)
+            return self.reg * linalg.cho_solve(self.factor, eye)
         psi = self.features
         eye = jnp.eye(psi.shape[1], dtype=psi.dtype)
-        return eye - psi.T @ cho_solve((self.factor, True), psi)
+        return eye - psi.T @ linalg.cho_solve(self.factor, psi)
 
 
 def readout_conditional(
@@ -257,12 +256,12 @@ def readout_conditional(
     if route == "primal":
         gram = psi.T @ psi
         factor, ok = linalg.cholesky(gram + reg * jnp.eye(gram.shape[0], dtype=psi.dtype))
-        mean = cho_solve((factor, True), psi.T @ y)
+        mean = linalg.cho_solve(factor, psi.T @ y)
         features = None
     else:
         kernel = psi @ psi.T
         factor, ok = linalg.cholesky(kernel + reg * jnp.eye(kernel.shape[0], dtype=psi.dtype))
-        mean = psi.T @ cho_solve((factor, True), y)
+        mean = psi.T @ linalg.cho_solve(factor, y)
         features = psi
     ok = ok & jnp.all(jnp.isfinite(psi))
     return ReadoutConditional(mean, factor, features, reg, ok)
@@ -346,11 +345,11 @@ def _dual_forward(psi, y, s2):
     n, k = y.shape
     kernel = psi @ psi.T
     factor, ok = linalg.cholesky(kernel + s2 * jnp.eye(n, dtype=psi.dtype))
-    white = solve_triangular(factor, y, lower=True)
+    white = linalg.solve_lower(factor, y)
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
     value = -0.5 * (jnp.sum(jnp.square(white)) + k * logdet + n * k * _LOG_2PI)
     value, ok = _finish(value, ok, psi)
-    alpha = solve_triangular(factor.T, white, lower=False)
+    alpha = linalg.solve_lower_transposed(factor, white)
     return (value, ok), (psi, factor, alpha, ok)
 
 
@@ -359,7 +358,7 @@ def _dual_backward(residuals, cotangents):
     g_value = cotangents[0]
     k = alpha.shape[1]
     eye = jnp.eye(factor.shape[0], dtype=factor.dtype)
-    factor_inv = solve_triangular(factor, eye, lower=True)
+    factor_inv = linalg.solve_lower(factor, eye)
     c_inv = factor_inv.T @ factor_inv
     g_psi = alpha @ (alpha.T @ psi) - k * (c_inv @ psi)
     g_s2 = 0.5 * (jnp.sum(jnp.square(alpha)) - k * jnp.sum(jnp.square(factor_inv)))
@@ -371,7 +370,7 @@ def _primal_forward(psi, y, s2):
     p = psi.shape[1]
     gram = psi.T @ psi
     factor, ok = linalg.cholesky(gram + s2 * jnp.eye(p, dtype=psi.dtype))
-    mean = cho_solve((factor, True), psi.T @ y)
+    mean = linalg.cho_solve(factor, psi.T @ y)
     residual = y - psi @ mean
     # y^T C^-1 y = min_B ||Y - psi B||^2 / s2 + ||B||^2: a sum of non-negative terms,
     # free of the cancellation in the textbook Woodbury form.
@@ -391,12 +390,12 @@ def _primal_backward(residuals, cotangents):
     # C^-1 psi = psi (G + s2 I)^-1 (push-through identity).
     if p <= n:
         # The usual primal case: the (p, p) inverse is cheap and gives an accurate trace.
-        factor_inv = solve_triangular(factor, jnp.eye(p, dtype=factor.dtype), lower=True)
+        factor_inv = linalg.solve_lower(factor, jnp.eye(p, dtype=factor.dtype))
         psi_a_inv = psi @ (factor_inv.T @ factor_inv)
         trace_c_inv = (n - p) / s2 + jnp.sum(jnp.square(factor_inv))
     else:
         # Primal forced on a wide net: avoid the O(p^3) inverse; tr C^-1 = (n - tr(A^-1 G)) / s2.
-        psi_a_inv = cho_solve((factor, True), psi.T).T
+        psi_a_inv = linalg.cho_solve(factor, psi.T).T
         trace_c_inv = (n - jnp.sum(psi * psi_a_inv)) / s2
     g_psi = alpha @ (alpha.T @ psi) - k * psi_a_inv
     g_s2 = 0.5 * (jnp.sum(jnp.square(alpha)) - k * trace_c_inv)

@@ -10,17 +10,41 @@ Two policies, one per context:
   of a fixed network): :func:`cholesky_with_jitter` escalates a diagonal jitter
   ``10**(i - 1) * eps**0.75`` relative to the mean diagonal, warns with the
   amount used, and raises :class:`CholeskyError` when every level fails.
+
+Under ``jax.vmap`` (the chains of a run) the factorisation and the triangular solves
+here make one LAPACK call per matrix, in a loop, instead of one batched call. On CPU,
+jaxlib 0.10 splits a batched LAPACK call over XLA's thread pool and blocks a pool
+thread until the pieces are done; two such calls at once exhaust a pool of one thread
+per core, and the program then hangs without using CPU (seen on 2 cores for a 129 x 129
+factorisation batched over 4 chains). A call on one matrix runs inline. Reverse-mode
+derivatives are written out (:func:`jax.custom_vjp`), so they loop in the same way;
+forward mode (``jax.jvp``) is not supported through these functions.
+
+Inside :func:`batched_calls` the vmapped calls are batched again: a loop over chains
+that are split over devices would make XLA's partitioner gather every chain on every
+device.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["CholeskyError", "NumericalWarning", "cholesky", "cholesky_with_jitter"]
+__all__ = [
+    "CholeskyError",
+    "NumericalWarning",
+    "batched_calls",
+    "cho_solve",
+    "cholesky",
+    "cholesky_with_jitter",
+    "solve_lower",
+    "solve_lower_transposed",
+]
 
 
 class CholeskyError(ValueError):
@@ -48,11 +72,151 @@ def cholesky(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     ok : jax.Array of bool, shape (...)
         False where the factorisation produced non-finite values.
     """
-    factor = jnp.linalg.cholesky(matrix)
+    factor = _cholesky(matrix)
     ok = jnp.all(jnp.isfinite(factor), axis=(-2, -1))
     eye = jnp.eye(matrix.shape[-1], dtype=matrix.dtype)
     factor = jnp.where(ok[..., None, None], factor, eye)
     return factor, ok
+
+
+def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """``X = L^-1 B`` for lower triangular ``L``; one LAPACK call per matrix under vmap.
+
+    Parameters
+    ----------
+    factor : jax.Array, shape (m, m)
+        Lower triangular ``L`` (the upper triangle is ignored).
+    b : jax.Array, shape (m, r)
+
+    Returns
+    -------
+    jax.Array, shape (m, r)
+    """
+    return _solve_lower(factor, b)
+
+
+def solve_lower_transposed(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """``X = L^-T B`` for lower triangular ``L``; see :func:`solve_lower`."""
+    return _solve_lower_t(factor, b)
+
+
+def cho_solve(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """``(L L^T)^-1 B`` from the lower Cholesky factor ``L``, shape (m, r)."""
+    return _solve_lower_t(factor, _solve_lower(factor, b))
+
+
+# -- one LAPACK call per matrix, with written-out reverse-mode derivatives ---------------------
+
+
+_BATCHED = contextvars.ContextVar("wide_bnn_batched_lapack", default=False)
+
+
+@contextlib.contextmanager
+def batched_calls():
+    """Within this context, functions traced under ``jax.vmap`` batch their LAPACK calls.
+
+    For chains split over devices, where a loop over the chain axis would be replicated
+    on every device. Read when a function is traced, not when it runs.
+    """
+    token = _BATCHED.set(True)
+    try:
+        yield
+    finally:
+        _BATCHED.reset(token)
+
+
+def _one_matrix_per_call(fn):
+    """``fn`` on one matrix; under vmap a loop of such calls (or one batched call)."""
+    wrapped = jax.custom_batching.custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def rule(axis_size, in_batched, *args):
+        del axis_size
+        if _BATCHED.get():
+            axes = [0 if batched else None for batched in in_batched]
+            return jax.vmap(fn, in_axes=axes)(*args), True
+
+        def one(mapped):
+            # Unbatched arguments are closed over; nested vmaps loop again.
+            it = iter(mapped)
+            return wrapped(*(next(it) if b else a for a, b in zip(args, in_batched, strict=True)))
+
+        mapped = [a for a, batched in zip(args, in_batched, strict=True) if batched]
+        return jax.lax.map(one, mapped), True
+
+    return wrapped
+
+
+@_one_matrix_per_call
+def _potrf(matrix):
+    return jnp.linalg.cholesky(matrix)
+
+
+@_one_matrix_per_call
+def _trsm_lower(factor, b):
+    return jax.scipy.linalg.solve_triangular(factor, b, lower=True)
+
+
+@_one_matrix_per_call
+def _trsm_lower_t(factor, b):
+    return jax.scipy.linalg.solve_triangular(factor, b, lower=True, trans=1)
+
+
+def _tril_half_diagonal(x):
+    return jnp.tril(x) - 0.5 * jnp.diag(jnp.diagonal(x))
+
+
+@jax.custom_vjp
+def _cholesky(matrix):
+    return _potrf(matrix)
+
+
+def _cholesky_fwd(matrix):
+    factor = _potrf(matrix)
+    return factor, factor
+
+
+def _cholesky_bwd(factor, g_factor):
+    # With A = L L^T: A_bar = sym(L^-T Phi(L^T L_bar) L^-1), Phi = lower triangle with the
+    # diagonal halved; sym because jnp.linalg.cholesky reads the symmetrised input.
+    inner = _tril_half_diagonal(factor.T @ g_factor)
+    left = _trsm_lower_t(factor, inner)  # L^-T Phi
+    full = _trsm_lower_t(factor, left.T).T  # L^-T Phi L^-1
+    grad = 0.5 * (full + full.T)
+    # A failed factorisation (NaN factor) gets a zero, not a NaN, cotangent.
+    return (jnp.where(jnp.all(jnp.isfinite(factor)), grad, 0.0),)
+
+
+_cholesky.defvjp(_cholesky_fwd, _cholesky_bwd)
+
+
+def _differentiable_solve(solve, adjoint_solve, transposed):
+    """``X = op(L)^-1 B`` (``op(L) = L`` or ``L^T``) with its reverse-mode derivative.
+
+    ``B_bar = op(L)^-T X_bar`` (the other solve), and ``dX = -op(L)^-1 op(dL) X`` gives
+    ``L_bar`` as the lower triangle of ``-B_bar X^T`` (transposed for ``op(L) = L^T``).
+    """
+
+    @jax.custom_vjp
+    def fn(factor, b):
+        return solve(factor, b)
+
+    def fwd(factor, b):
+        x = solve(factor, b)
+        return x, (factor, x)
+
+    def bwd(residuals, g_x):
+        factor, x = residuals
+        g_b = adjoint_solve(factor, g_x)
+        outer = x @ g_b.T if transposed else g_b @ x.T
+        return -jnp.tril(outer), g_b
+
+    fn.defvjp(fwd, bwd)
+    return fn
+
+
+_solve_lower = _differentiable_solve(_trsm_lower, _trsm_lower_t, transposed=False)
+_solve_lower_t = _differentiable_solve(_trsm_lower_t, _trsm_lower, transposed=True)
 
 
 def cholesky_with_jitter(

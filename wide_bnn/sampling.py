@@ -23,6 +23,7 @@ kernel steps plus one recording.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -39,6 +40,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wide_bnn import checkpoint as ckpt
+from wide_bnn import linalg
 from wide_bnn.data import RegressionData, checked_host_array
 from wide_bnn.linalg import NumericalWarning
 from wide_bnn.nets import Network
@@ -214,7 +216,10 @@ def sample(
         data_shards=data_shards,
         sampler_options=sampler_options,
     )
-    return _Run(setup).run()
+    split = setup["devices"] is not None and len(setup["devices"]) > 1
+    # Chains split over devices keep batched LAPACK calls (see wide_bnn.linalg).
+    with linalg.batched_calls() if split else contextlib.nullcontext():
+        return _Run(setup).run()
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -376,7 +381,7 @@ def _setup(
         setup["config_payload"] = _config_payload(setup)
         ckpt.check(checkpoint_dir, _hash(setup["config_payload"]))
     # Warn only about a run that will start: a refused one must print its error alone.
-    _warn_if_cpu_pool_can_deadlock(devices or tuple(jax.local_devices()[:1]))
+    _warn_if_cpu_pool_can_deadlock(devices or tuple(jax.local_devices()[:1]), data_shards)
     return setup
 
 
@@ -427,39 +432,43 @@ def _check_devices(
     return resolved
 
 
-#: jaxlib releases whose CPU LAPACK kernels split a batch over XLA's thread pool and
-#: block a pool thread until it is done (0.10.0 up to 0.11.0).
-_BLOCKING_LAPACK_JAXLIB = ((0, 10), (0, 11, 0))
+#: jaxlib releases whose CPU runtime blocks pool threads in collectives and batched LAPACK
+#: calls (0.10.0 up to 0.11.0).
+_BLOCKING_POOL_JAXLIB = ((0, 10), (0, 11, 0))
 
 
 class ThreadPoolWarning(RuntimeWarning):
     """XLA's CPU thread pool is small enough for this jaxlib to deadlock in it."""
 
 
-def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
-    """Warn before a run that can hang: batched LAPACK calls on a small CPU thread pool.
+def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...], data_shards: int) -> None:
+    """Warn before a run that can hang: blocking calls on a small CPU thread pool.
 
     All CPU devices of a process share one XLA thread pool with as many threads as cores.
-    jaxlib 0.10's batched Cholesky (and triangular-solve) kernels and the collectives
-    block a pool thread each while they wait for work queued on the same pool; when every
-    thread is blocked at once the run hangs using no CPU. Reproduced on 2 cores with two
-    devices, and on one device on the digits problem (the chains' 129 x 129 Gram
-    factorisations). ``PJRT_NPROC`` set before JAX starts enlarges the pool.
+    jaxlib 0.10's batched LAPACK calls and collectives block a pool thread each while they
+    wait for work queued on the same pool; when every thread is blocked at once the run
+    hangs using no CPU. On one device the chains call LAPACK one matrix at a time
+    (:mod:`wide_bnn.linalg`), which runs inline; chains split over several devices keep
+    batched calls, and a data split adds collectives. ``PJRT_NPROC`` set before JAX
+    starts enlarges the pool.
     """
+    if len(devices) == 1 and data_shards == 1:
+        return
     local = [d for d in devices if getattr(d, "process_index", 0) == jax.process_index()]
     if not local or any(getattr(d, "platform", None) != "cpu" for d in local):
         return
     if "PJRT_NPROC" in os.environ:
         return
     version = tuple(int(part) for part in jax.lib.__version__.split(".")[:3] if part.isdigit())
-    if not any(version[: len(bad)] == bad for bad in _BLOCKING_LAPACK_JAXLIB):
+    if not any(version[: len(bad)] == bad for bad in _BLOCKING_POOL_JAXLIB):
         return
     threads = 2 * max(len(local), os.cpu_count() or 1)
     warnings.warn(
-        f"jaxlib {jax.lib.__version__} on CPU: batched Cholesky kernels can deadlock XLA's "
-        "thread pool (one thread per core by default), and the run then hangs without "
-        f"using CPU. Set the environment variable PJRT_NPROC={threads} (or more) before "
-        "JAX starts; it costs about 10% speed (docs/guides/multi-device.md)",
+        f"jaxlib {jax.lib.__version__} on several CPU devices: batched LAPACK calls and "
+        "collectives can deadlock XLA's thread pool (one thread per core by default), and "
+        "the run then hangs without using CPU. Set the environment variable "
+        f"PJRT_NPROC={threads} (or more) before JAX starts; it costs about 10% speed "
+        "(docs/guides/multi-device.md)",
         ThreadPoolWarning,
         stacklevel=4,
     )
