@@ -29,8 +29,12 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
     import wide_bnn as wb
-    from wide_bnn import sampling
+    from wide_bnn import linalg, sampling
     from wide_bnn.targets import build_target
+
+    # Loop over the chains in every vmapped LAPACK call, however small (on one device
+    # only large calls loop), so that the no-all-gather check below has something to catch.
+    linalg._INLINE_FLOPS = 0
 
     out, sampler = sys.argv[1], sys.argv[2]
     assert len(jax.devices()) == {num_devices}, jax.devices()

@@ -1,9 +1,9 @@
 """The Cholesky factorisation and triangular solves used inside chains.
 
 They must equal JAX's own (values and reverse-mode derivatives, float64), also under
-``jax.vmap``, and a vmapped call must reach LAPACK one matrix at a time: jaxlib 0.10
-splits a batched call over XLA's CPU thread pool and blocks a pool thread meanwhile,
-which deadlocked 2-core runs (see :mod:`wide_bnn.linalg`).
+``jax.vmap``, and a vmapped call on large matrices must reach LAPACK one matrix at a
+time: jaxlib 0.10 splits a large batched call over XLA's CPU thread pool and blocks a
+pool thread meanwhile, which deadlocked 2-core runs (see :mod:`wide_bnn.linalg`).
 """
 
 import re
@@ -102,21 +102,33 @@ def test_failed_factorisation_is_flagged_with_a_zero_gradient():
     np.testing.assert_array_equal(np.asarray(grad), 0.0)
 
 
-def _lapack_shapes(hlo_text):
-    """The f64 shapes of every LAPACK custom call in compiled HLO text."""
+def _large_batched_lapack_calls(hlo_text):
+    """LAPACK calls in compiled HLO text that jaxlib 0.10 would split over its pool.
+
+    The first f64 shape of a call's line is its result: ``(batch..., m, m)`` for a
+    factorisation, ``(batch..., m, r)`` for a triangular solve.
+    """
     calls = [line for line in hlo_text.splitlines() if 'custom_call_target="lapack_' in line]
-    return calls, [re.findall(r"f64\[([\d,]*)\]", line) for line in calls]
+    large = []
+    for line in calls:
+        dims = [int(d) for d in re.search(r"f64\[([\d,]*)\]", line).group(1).split(",")]
+        batch, (m, r) = int(np.prod(dims[:-2])), dims[-2:]
+        flops = m**3 / 3 if "potrf" in line else m * m * r
+        if batch > 1 and batch * flops >= linalg._INLINE_FLOPS:
+            large.append(line.strip()[:200])
+    return calls, large
 
 
 @pytest.mark.parametrize(
-    "sampler, collapsed, width",
-    [("hmc", True, 4), ("pcn", True, 64), ("mala", False, 8)],
+    "sampler, collapsed, n_train, width",
+    [("hmc", True, 128, 96), ("pcn", True, 64, 128), ("mala", False, 64, 128)],
 )
-def test_chains_call_lapack_one_matrix_at_a_time(monkeypatch, sampler, collapsed, width):
-    # n = 16 training points: width 4 takes the primal route (with gradients), width 64 the
-    # dual route (pCN: the factorisation kept for recording), width 8 the non-collapsed
-    # target (gradients through the readout map).
-    ds = datasets.teacher(n_train=16, n_test=4)
+def test_chains_make_no_large_batched_lapack_call(monkeypatch, sampler, collapsed, n_train, width):
+    # Primal route with gradients (p = 97 < n = 128), the dual route with pCN keeping the
+    # factorisation for recording, and the non-collapsed target (gradients through the
+    # readout map). 4 chains of 64 x 64 or larger matrices: batched, jaxlib 0.10 would
+    # split every factorisation over its thread pool.
+    ds = datasets.teacher(n_train=n_train, n_test=4)
     seen = []
     real_run_chunk = sampling._run_chunk
 
@@ -136,8 +148,14 @@ def test_chains_call_lapack_one_matrix_at_a_time(monkeypatch, sampler, collapsed
         num_samples=2,
         progress=False,
     )
-    calls, shapes = _lapack_shapes(seen[0])
+    calls, large = _large_batched_lapack_calls(seen[0])
     assert calls, "expected LAPACK calls in the compiled chunk"
-    for line, found in zip(calls, shapes, strict=True):
-        ranks = {len(shape.split(",")) for shape in found if shape}
-        assert ranks <= {1, 2}, f"batched LAPACK call: {line.strip()[:200]}"
+    assert not large, large
+
+
+def test_one_matrix_per_call_is_enforced():
+    spd, b = _problem(0)
+    with pytest.raises(ValueError, match="one square matrix"):
+        linalg.cholesky(jnp.stack([spd, spd]))
+    with pytest.raises(ValueError, match="right-hand side"):
+        linalg.solve_lower(spd, b[:3])

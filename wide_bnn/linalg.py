@@ -12,11 +12,12 @@ Two policies, one per context:
   amount used, and raises :class:`CholeskyError` when every level fails.
 
 Under ``jax.vmap`` (the chains of a run) the factorisation and the triangular solves
-here make one LAPACK call per matrix, in a loop, instead of one batched call. On CPU,
-jaxlib 0.10 splits a batched LAPACK call over XLA's thread pool and blocks a pool
-thread until the pieces are done; two such calls at once exhaust a pool of one thread
-per core, and the program then hangs without using CPU (seen on 2 cores for a 129 x 129
-factorisation batched over 4 chains). A call on one matrix runs inline. Reverse-mode
+here make one LAPACK call per matrix, in a loop, instead of one batched call, unless the
+batch is small. On CPU, jaxlib 0.10 splits a batched LAPACK call of enough work over
+XLA's thread pool and blocks a pool thread until the pieces are done; two such calls at
+once exhaust a pool of one thread per core, and the program then hangs without using CPU
+(seen on 2 cores for a 129 x 129 factorisation batched over 4 chains). A call on one
+matrix, or a small batched call, runs inline. Reverse-mode
 derivatives are written out (:func:`jax.custom_vjp`), so they loop in the same way;
 forward mode (``jax.jvp``) is not supported through these functions.
 
@@ -60,23 +61,22 @@ def cholesky(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     Parameters
     ----------
-    matrix : jax.Array, shape (..., m, m)
-        Symmetric positive definite (up to rounding).
+    matrix : jax.Array, shape (m, m)
+        Symmetric positive definite (up to rounding). One matrix: batch with ``jax.vmap``.
 
     Returns
     -------
-    factor : jax.Array, shape (..., m, m)
-        Lower triangular ``L`` with ``L @ L.T == matrix``; entries are replaced by
-        the identity where the factorisation failed, so downstream arithmetic
-        stays finite (callers must use ``ok``).
-    ok : jax.Array of bool, shape (...)
+    factor : jax.Array, shape (m, m)
+        Lower triangular ``L`` with ``L @ L.T == matrix``; the identity where the
+        factorisation failed, so downstream arithmetic stays finite (callers must
+        use ``ok``).
+    ok : jax.Array of bool, shape ()
         False where the factorisation produced non-finite values.
     """
+    _check_matrix(matrix)
     factor = _cholesky(matrix)
-    ok = jnp.all(jnp.isfinite(factor), axis=(-2, -1))
-    eye = jnp.eye(matrix.shape[-1], dtype=matrix.dtype)
-    factor = jnp.where(ok[..., None, None], factor, eye)
-    return factor, ok
+    ok = jnp.all(jnp.isfinite(factor))
+    return jnp.where(ok, factor, jnp.eye(matrix.shape[0], dtype=matrix.dtype)), ok
 
 
 def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
@@ -92,17 +92,28 @@ def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
     -------
     jax.Array, shape (m, r)
     """
+    _check_matrix(factor, b)
     return _solve_lower(factor, b)
 
 
 def solve_lower_transposed(factor: jax.Array, b: jax.Array) -> jax.Array:
     """``X = L^-T B`` for lower triangular ``L``; see :func:`solve_lower`."""
+    _check_matrix(factor, b)
     return _solve_lower_t(factor, b)
 
 
 def cho_solve(factor: jax.Array, b: jax.Array) -> jax.Array:
     """``(L L^T)^-1 B`` from the lower Cholesky factor ``L``, shape (m, r)."""
+    _check_matrix(factor, b)
     return _solve_lower_t(factor, _solve_lower(factor, b))
+
+
+def _check_matrix(matrix, rhs=None):
+    # The loops and derivatives below are written for one matrix (vmap adds batches).
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected one square matrix, got shape {matrix.shape}")
+    if rhs is not None and (rhs.ndim != 2 or rhs.shape[0] != matrix.shape[0]):
+        raise ValueError(f"right-hand side must have shape ({matrix.shape[0]}, r), got {rhs.shape}")
 
 
 # -- one LAPACK call per matrix, with written-out reverse-mode derivatives ---------------------
@@ -125,39 +136,63 @@ def batched_calls():
         _BATCHED.reset(token)
 
 
-def _one_matrix_per_call(fn):
-    """``fn`` on one matrix; under vmap a loop of such calls (or one batched call)."""
-    wrapped = jax.custom_batching.custom_vmap(fn)
-
-    @wrapped.def_vmap
-    def rule(axis_size, in_batched, *args):
-        del axis_size
-        if _BATCHED.get():
-            axes = [0 if batched else None for batched in in_batched]
-            return jax.vmap(fn, in_axes=axes)(*args), True
-
-        def one(mapped):
-            # Unbatched arguments are closed over; nested vmaps loop again.
-            it = iter(mapped)
-            return wrapped(*(next(it) if b else a for a, b in zip(args, in_batched, strict=True)))
-
-        mapped = [a for a, batched in zip(args, in_batched, strict=True) if batched]
-        return jax.lax.map(one, mapped), True
-
-    return wrapped
+#: jaxlib 0.10 runs a batched LAPACK call inline when batch x flops per matrix is below
+#: 200,000 (its ``kMinWorkPerTask``); below half of that the batched call is kept, since
+#: a loop only adds overhead there.
+_INLINE_FLOPS = 100_000
 
 
-@_one_matrix_per_call
+def _one_matrix_per_call(flops):
+    """Decorate ``fn(matrix, ...)``: under vmap a loop of one-matrix calls when large.
+
+    ``flops(*shapes)`` estimates the work of one call from the unbatched shapes. Small
+    batches, whose batched call jaxlib runs inline anyway, stay batched.
+    """
+
+    def decorate(fn):
+        wrapped = jax.custom_batching.custom_vmap(fn)
+
+        @wrapped.def_vmap
+        def rule(axis_size, in_batched, *args):
+            shapes = [a.shape[1:] if b else a.shape for a, b in zip(args, in_batched, strict=True)]
+            if _BATCHED.get() or axis_size * flops(*shapes) < _INLINE_FLOPS:
+                axes = [0 if batched else None for batched in in_batched]
+                return jax.vmap(fn, in_axes=axes)(*args), True
+
+            def one(mapped):
+                # Unbatched arguments are closed over; nested vmaps loop again.
+                it = iter(mapped)
+                return wrapped(
+                    *(next(it) if b else a for a, b in zip(args, in_batched, strict=True))
+                )
+
+            mapped = [a for a, batched in zip(args, in_batched, strict=True) if batched]
+            return jax.lax.map(one, mapped), True
+
+        return wrapped
+
+    return decorate
+
+
+def _potrf_flops(shape):
+    return shape[0] ** 3 / 3
+
+
+def _trsm_flops(factor_shape, b_shape):
+    return factor_shape[0] ** 2 * b_shape[1]
+
+
+@_one_matrix_per_call(_potrf_flops)
 def _potrf(matrix):
     return jnp.linalg.cholesky(matrix)
 
 
-@_one_matrix_per_call
+@_one_matrix_per_call(_trsm_flops)
 def _trsm_lower(factor, b):
     return jax.scipy.linalg.solve_triangular(factor, b, lower=True)
 
 
-@_one_matrix_per_call
+@_one_matrix_per_call(_trsm_flops)
 def _trsm_lower_t(factor, b):
     return jax.scipy.linalg.solve_triangular(factor, b, lower=True, trans=1)
 

@@ -447,7 +447,7 @@ def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...], data_shards:
     All CPU devices of a process share one XLA thread pool with as many threads as cores.
     jaxlib 0.10's batched LAPACK calls and collectives block a pool thread each while they
     wait for work queued on the same pool; when every thread is blocked at once the run
-    hangs using no CPU. On one device the chains call LAPACK one matrix at a time
+    hangs using no CPU. On one device large LAPACK calls go one matrix at a time
     (:mod:`wide_bnn.linalg`), which runs inline; chains split over several devices keep
     batched calls, and a data split adds collectives. ``PJRT_NPROC`` set before JAX
     starts enlarges the pool.
