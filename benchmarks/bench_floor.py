@@ -40,13 +40,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from bench_p1 import ANCHOR_ESS_PER_S, load_problem, make_net
 
-import wide_bnn as wb
-from wide_bnn import datasets, targets
+from wide_bnn import targets
 
 #: The issue's target at width 1024: 100 x NumPyro NUTS (14.2 ESS/s, BENCHMARKS.md).
-TARGET_ESS_PER_S = 1420.0
+TARGET_ESS_PER_S = 100 * ANCHOR_ESS_PER_S[1024]
 
 
 def _median_ms(fn, args, calls, repeats):
@@ -63,10 +62,8 @@ def _median_ms(fn, args, calls, repeats):
 
 def measure(width: int, chains: int, calls: int, repeats: int) -> dict[str, float]:
     """Milliseconds per call for all ``chains`` together, by part."""
-    ds = datasets.teacher()
-    data = ds.train_data(np.float64)
-    net = wb.mlp((width,), 1, "gelu", w_std=2**0.5, b_std=0.1, out_w_std=1.0, out_b_std=0.1)
-    target = targets.build_target(net, data, x_test=ds.test_inputs(np.float64))
+    _, data, x_test = load_problem("teacher", None)
+    target = targets.build_target(make_net(width, 1), data, x_test=x_test)
     keys = jax.random.split(jax.random.key(0), chains)
     positions = jax.vmap(target.init_position)(keys)
     rp = target.repriorisation

@@ -283,16 +283,18 @@ def test_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
     monkeypatch.setattr(sampling.jax.lib, "__version__", "0.10.2")
     # Several devices (batched LAPACK calls, collectives): twice the larger of the cores
     # and the local devices.
-    for devices, data_shards, threads in [(cpus[:2], 1, 4), (cpus, 2, 8), (cpus[:2], 2, 4)]:
+    for devices, threads in [(cpus[:2], 4), (cpus, 8)]:
+        assert sampling._several_devices(devices)
         with pytest.warns(sampling.ThreadPoolWarning, match=f"PJRT_NPROC={threads} "):
-            sampling._warn_if_cpu_pool_can_deadlock(devices, data_shards)
+            sampling._warn_if_cpu_pool_can_deadlock(devices)
+    # One device: large LAPACK calls go one matrix at a time (inline), nothing to warn about.
+    assert not sampling._several_devices(cpus[:1]) and not sampling._several_devices(None)
     quiet = [
-        (cpus[:1], 1, "0.10.2", None),  # one device: LAPACK one matrix at a time, inline
-        (cpus, 2, "0.10.2", "8"),  # the remedy is in place
-        (cpus, 2, "0.11.2", None),  # jaxlib without the blocking kernels
-        ((types.SimpleNamespace(platform="gpu"),) * 2, 2, "0.10.2", None),
+        (cpus, "0.10.2", "8"),  # the remedy is in place
+        (cpus, "0.11.2", None),  # jaxlib without the blocking kernels
+        ((types.SimpleNamespace(platform="gpu"),) * 2, "0.10.2", None),
     ]
-    for devices, data_shards, version, nproc in quiet:
+    for devices, version, nproc in quiet:
         monkeypatch.setattr(sampling.jax.lib, "__version__", version)
         if nproc is None:
             monkeypatch.delenv("PJRT_NPROC", raising=False)
@@ -300,7 +302,7 @@ def test_cpu_devices_warn_about_the_thread_pool_deadlock(monkeypatch):
             monkeypatch.setenv("PJRT_NPROC", nproc)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            sampling._warn_if_cpu_pool_can_deadlock(devices, data_shards)
+            sampling._warn_if_cpu_pool_can_deadlock(devices)
 
 
 PROCESS_SCRIPT = textwrap.dedent(

@@ -685,13 +685,12 @@ def _build_pcn(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cache_fn=No
         return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.25)
-    names = _PCN_STATS
     return _as_kernel(
         init,
         step,
         *_likelihood_state_fns(),
         tuning,
-        names,
+        _PCN_STATS,
         dtype,
         cache=lambda state: state.cache,
     )
@@ -769,8 +768,7 @@ def _build_pcnl(logdensity_fn, loglik_fn, dim, dtype, options):
         return new_state, stats
 
     tuning = _pcn_tuning(dim, dtype, options, 0.574)
-    names = _PCN_STATS
-    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, names, dtype)
+    return _as_kernel(init, step, *_likelihood_state_fns(), tuning, _PCN_STATS, dtype)
 
 
 #: Shrinkage steps after which an elliptical slice step gives up and stays put (it

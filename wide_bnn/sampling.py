@@ -216,8 +216,8 @@ def sample(
         data_shards=data_shards,
         sampler_options=sampler_options,
     )
-    split = setup["devices"] is not None and len(setup["devices"]) > 1
     # Chains split over devices keep batched LAPACK calls (see wide_bnn.linalg).
+    split = _several_devices(setup["devices"])
     with linalg.batched_calls() if split else contextlib.nullcontext():
         return _Run(setup).run()
 
@@ -381,7 +381,8 @@ def _setup(
         setup["config_payload"] = _config_payload(setup)
         ckpt.check(checkpoint_dir, _hash(setup["config_payload"]))
     # Warn only about a run that will start: a refused one must print its error alone.
-    _warn_if_cpu_pool_can_deadlock(devices or tuple(jax.local_devices()[:1]), data_shards)
+    if _several_devices(devices):
+        _warn_if_cpu_pool_can_deadlock(devices)
     return setup
 
 
@@ -441,8 +442,13 @@ class ThreadPoolWarning(RuntimeWarning):
     """XLA's CPU thread pool is small enough for this jaxlib to deadlock in it."""
 
 
-def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...], data_shards: int) -> None:
-    """Warn before a run that can hang: blocking calls on a small CPU thread pool.
+def _several_devices(devices: tuple[jax.Device, ...] | None) -> bool:
+    """Whether a run's chains (and possibly its data) are split over devices."""
+    return devices is not None and len(devices) > 1
+
+
+def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...]) -> None:
+    """Warn before a run on several devices that can hang: blocking calls on a small pool.
 
     All CPU devices of a process share one XLA thread pool with as many threads as cores.
     jaxlib 0.10's batched LAPACK calls and collectives block a pool thread each while they
@@ -450,10 +456,8 @@ def _warn_if_cpu_pool_can_deadlock(devices: tuple[jax.Device, ...], data_shards:
     hangs using no CPU. On one device large LAPACK calls go one matrix at a time
     (:mod:`wide_bnn.linalg`), which runs inline; chains split over several devices keep
     batched calls, and a data split adds collectives. ``PJRT_NPROC`` set before JAX
-    starts enlarges the pool.
+    starts enlarges the pool. (A data split always spans several devices.)
     """
-    if len(devices) == 1 and data_shards == 1:
-        return
     local = [d for d in devices if getattr(d, "process_index", 0) == jax.process_index()]
     if not local or any(getattr(d, "platform", None) != "cpu" for d in local):
         return
