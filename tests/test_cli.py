@@ -38,6 +38,40 @@ def test_console_script_is_declared():
     assert scripts.get("wide-bnn") == "wide_bnn.cli:main"
 
 
+# Records OPENBLAS_NUM_THREADS at the moment numpy is first imported, then imports the CLI.
+_NUMPY_IMPORT_PROBE = """
+import importlib.abc, os, sys
+
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and "seen" not in globals():
+            globals()["seen"] = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+        return None
+
+sys.meta_path.insert(0, Probe())
+import wide_bnn.cli
+import numpy
+print(seen)
+"""
+
+
+def test_cli_sets_blas_threads_before_numpy_loads(tmp_path):
+    # OpenBLAS reads the variable once, when numpy loads it; the CLI sets it at import,
+    # which only works if importing the package does not load numpy first.
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", _NUMPY_IMPORT_PROBE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == "1"
+
+
 @pytest.mark.parametrize("command", [[], ["demo"], ["sample"], ["report"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,36 +1,42 @@
 """wide_bnn: fast, diagnosed posterior sampling for wide Bayesian neural networks.
 
-The public API is re-exported here (see ``__all__``). Diagnostics, plots,
-reports and width sweeps are loaded on first use so that ``import wide_bnn``
-stays light (they pull in ArviZ, pandas and matplotlib).
+The public API is re-exported here (see ``__all__``). Every name is loaded on first
+use (PEP 562), so ``import wide_bnn`` imports neither JAX nor NumPy: the command line
+(:mod:`wide_bnn.cli`) can still set ``OPENBLAS_NUM_THREADS`` before they load, and
+diagnostics, plots and reports pull in ArviZ, pandas and matplotlib only when used.
 """
 
 import importlib
 
-from wide_bnn import datasets
-from wide_bnn.activations import ACTIVATIONS, Activation, get_activation
-from wide_bnn.data import RegressionData
-from wide_bnn.gaussian import ReadoutConditional
-from wide_bnn.linalg import CholeskyError, NumericalWarning
-from wide_bnn.nets import MLPSpec, Network, mlp, network, resnet
-from wide_bnn.nngp import (
-    NNGPKernelEstimate,
-    NNGPPosterior,
-    nngp_kernel,
-    nngp_kernel_mc,
-    nngp_log_marginal_likelihood,
-    nngp_predict,
-)
-from wide_bnn.posterior import log_likelihood, log_posterior
-from wide_bnn.reprior import Repriorisation
-from wide_bnn.results import SampleResult
-from wide_bnn.samplers import DEFAULT_SAMPLER, SAMPLERS
-from wide_bnn.sampling import sample
-
 __version__ = "0.1.0"
 
-# name -> module, imported on first attribute access (PEP 562)
+# public name -> the module that defines it, imported on first attribute access
 _LAZY = {
+    "ACTIVATIONS": "wide_bnn.activations",
+    "Activation": "wide_bnn.activations",
+    "get_activation": "wide_bnn.activations",
+    "RegressionData": "wide_bnn.data",
+    "ReadoutConditional": "wide_bnn.gaussian",
+    "CholeskyError": "wide_bnn.linalg",
+    "NumericalWarning": "wide_bnn.linalg",
+    "MLPSpec": "wide_bnn.nets",
+    "Network": "wide_bnn.nets",
+    "mlp": "wide_bnn.nets",
+    "network": "wide_bnn.nets",
+    "resnet": "wide_bnn.nets",
+    "NNGPKernelEstimate": "wide_bnn.nngp",
+    "NNGPPosterior": "wide_bnn.nngp",
+    "nngp_kernel": "wide_bnn.nngp",
+    "nngp_kernel_mc": "wide_bnn.nngp",
+    "nngp_log_marginal_likelihood": "wide_bnn.nngp",
+    "nngp_predict": "wide_bnn.nngp",
+    "log_likelihood": "wide_bnn.posterior",
+    "log_posterior": "wide_bnn.posterior",
+    "Repriorisation": "wide_bnn.reprior",
+    "SampleResult": "wide_bnn.results",
+    "DEFAULT_SAMPLER": "wide_bnn.samplers",
+    "SAMPLERS": "wide_bnn.samplers",
+    "sample": "wide_bnn.sampling",
     "Diagnosis": "wide_bnn.diagnostics",
     "DiagnosticWarning": "wide_bnn.diagnostics",
     "NNGPComparison": "wide_bnn.diagnostics",
@@ -50,6 +56,8 @@ _LAZY = {
 
 
 def __getattr__(name):
+    if name == "datasets":  # a submodule, not a name inside one
+        return importlib.import_module("wide_bnn.datasets")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
@@ -58,36 +66,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"datasets"})
 
 
-__all__ = [
-    "ACTIVATIONS",
-    "DEFAULT_SAMPLER",
-    "SAMPLERS",
-    "Activation",
-    "CholeskyError",
-    "MLPSpec",
-    "NNGPKernelEstimate",
-    "NNGPPosterior",
-    "Network",
-    "NumericalWarning",
-    "ReadoutConditional",
-    "RegressionData",
-    "Repriorisation",
-    "SampleResult",
-    "__version__",
-    "datasets",
-    "get_activation",
-    "log_likelihood",
-    "log_posterior",
-    "mlp",
-    "network",
-    "nngp_kernel",
-    "nngp_kernel_mc",
-    "nngp_log_marginal_likelihood",
-    "nngp_predict",
-    "resnet",
-    "sample",
-    *sorted(_LAZY),
-]
+__all__ = ["__version__", "datasets", *sorted(_LAZY)]
