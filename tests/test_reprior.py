@@ -375,6 +375,18 @@ def test_gradients_match_finite_differences(route, kernel_reg):
 # -- the pure functional core --------------------------------------------------------------
 
 
+def test_row_gram_derivative_is_autodiffs():
+    # The written-out reverse-mode derivative of psi psi^T, with a non-symmetric cotangent
+    # (a symmetric one would hide a missing transpose).
+    rng = np.random.default_rng(19)
+    psi = jnp.asarray(rng.normal(size=(5, 9)))
+    g_kernel = jnp.asarray(rng.normal(size=(5, 5)))
+    value, pullback = jax.vjp(gaussian._row_gram, psi)
+    expected_value, expected_pullback = jax.vjp(lambda a: a @ a.T, psi)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-14)
+    np.testing.assert_allclose(pullback(g_kernel)[0], expected_pullback(g_kernel)[0], rtol=1e-12)
+
+
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize(("n", "p"), [(5, 9), (9, 5)])
 def test_marginal_gradient_matches_autodiff_incl_noise_var(n, p, route):

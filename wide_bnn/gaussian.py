@@ -259,7 +259,7 @@ def readout_conditional(
         mean = linalg.cho_solve(factor, psi.T @ y)
         features = None
     else:
-        kernel = psi @ psi.T
+        kernel = _row_gram(psi)
         factor, ok = linalg.cholesky(kernel + reg * jnp.eye(kernel.shape[0], dtype=psi.dtype))
         mean = psi.T @ linalg.cho_solve(factor, y)
         features = psi
@@ -497,6 +497,29 @@ def reprior_log_density(
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+@jax.custom_vjp
+def _row_gram(psi: jax.Array) -> jax.Array:
+    """``psi psi^T`` (n, n) for ``psi`` (n, p), with its reverse-mode derivative written out.
+
+    The cotangent ``G`` of the product gives ``(G + G^T) psi``, one plain matrix product.
+    Autodiff emits two (``G psi`` and ``G^T psi``), and XLA's CPU backend (jax 0.10) runs
+    the second, which contracts the left operand's row axis, about twice as slowly: at
+    ``n = 64, p = 513`` the value and gradient took 1.17 ms that way and 0.48 ms this way.
+    """
+    return psi @ psi.T
+
+
+def _row_gram_fwd(psi):
+    return psi @ psi.T, psi
+
+
+def _row_gram_bwd(psi, g_kernel):
+    return ((g_kernel + g_kernel.T) @ psi,)
+
+
+_row_gram.defvjp(_row_gram_fwd, _row_gram_bwd)
 
 
 def _prepare(psi, y, reg) -> tuple[jax.Array, jax.Array, jax.Array]:
