@@ -973,14 +973,13 @@ def target_checks(all_rows, dataset):
         if best is not None:
             control_ess = control["ess_per_draw"]["f_test/proj/min"]
             lower = control_ess < best["ess_per_draw"]["f_test/proj/min"]
-        passed = frozen and flagged and (lower if lower is not None else None)
         add(
             f"width {control['width']}: control told apart (f_test_mean ESS 0: {frozen}, "
             f"R-hat > {RHAT_UNMIXED}: {flagged}, min ESS/draw over f_test projections below "
             f"the best sampler's: {'no sampler with R-hat <= 1.1' if lower is None else lower})",
             None,
             None,
-            passed,
+            frozen and flagged and lower,  # None (undetermined) when only `lower` is None
         )
     return checks
 
