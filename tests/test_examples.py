@@ -93,9 +93,10 @@ def test_example_is_a_clean_percent_notebook(path):
     assert first_import and text.index("OPENBLAS_NUM_THREADS") < first_import.start()
 
 
-# The digits width sweep (80 s even at small scale) runs only with the slow tests, at full size:
-# the default suite's CLI demo test runs the same width sweep on another bundled data set, and
-# this keeps the default suite under the 20-minute CI limit on a 2-core machine.
+# The digits width sweep (80 s even at small scale) runs only with the slow tests (there at
+# small scale here and at full size below): the default suite's CLI demo test runs the same
+# width sweep on another bundled data set, and this keeps the default suite under the
+# 20-minute CI limit on a 2-core machine.
 NOTEBOOK_RUNS = [
     pytest.param(path, marks=pytest.mark.slow) if path.name == "width_sweep_digits.py" else path
     for path in EXAMPLES
