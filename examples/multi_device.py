@@ -82,14 +82,17 @@ for name, result in runs.items():
 # chains. The numbers agree to rounding, not bit for bit: XLA compiles the program for
 # each device's share of the chains (and, with `data_shards`, sums over points in another
 # order), which can round differently. pCN's accept decisions almost never flip on such
-# differences, so the draws stay together.
+# differences, so the draws stay together. Each readout draw solves with the Gram matrix of
+# the 1024 points, whose conditioning magnifies those rounding differences: at full size the
+# outputs agree to about 3e-7 (a flipped decision or a wrong chain would differ by ~0.1).
 
 # %%
 reference = runs["one device"].draws["f_test"]
+differences = {}
 for name, result in runs.items():
-    difference = np.max(np.abs(result.draws["f_test"] - reference))
-    print(f"{name:32s} largest difference from one device: {difference:.1e}")
-    assert difference < 1e-8
+    differences[name] = np.max(np.abs(result.draws["f_test"] - reference))
+    print(f"{name:32s} largest difference from one device: {differences[name]:.1e}")
+assert max(differences.values()) < 1e-5
 
 # %% [markdown]
 # On a CPU the virtual devices share the same cores, so this is not faster here; on
