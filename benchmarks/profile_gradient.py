@@ -26,14 +26,13 @@ import collections
 import gzip
 import json
 import re
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 from _common import machine_info
+from bench_floor import _median_ms
 from bench_p1 import load_problem, make_net
 
 from wide_bnn import targets
@@ -107,13 +106,7 @@ def main(argv=None):
     loop = scanned_gradients(target, args.evals)
     ops = hlo_ops(loop.lower(positions).compile().as_text())
 
-    jax.block_until_ready(loop(positions))  # compile
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(loop(positions))
-        times.append(time.perf_counter() - start)
-    per_eval_ms = statistics.median(times) / args.evals * 1e3
+    per_eval_ms = _median_ms(loop, (positions,), calls=1, repeats=args.repeats) / args.evals
 
     with tempfile.TemporaryDirectory() as trace_dir:
         total, calls = profile(loop, (positions,), trace_dir)
