@@ -14,6 +14,7 @@ Usage::
 
     python benchmarks/bench_nuts_normal.py                 # d = 18433, 2 x (300 + 300)
     python benchmarks/bench_nuts_normal.py --dim 4609      # width 256
+    python benchmarks/bench_nuts_normal.py --max-tree-depth 4 --target-accept 0.6
 """
 
 import os
@@ -32,6 +33,10 @@ def main(argv=None):
     parser.add_argument("--num-warmup", type=int, default=300)
     parser.add_argument("--num-samples", type=int, default=300)
     parser.add_argument("--num-chains", type=int, default=2)
+    parser.add_argument("--max-tree-depth", type=int, default=10, help="NUTS (default 10)")
+    parser.add_argument(
+        "--target-accept", type=float, default=0.8, help="NUTS target acceptance (default 0.8)"
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
 
@@ -44,7 +49,11 @@ def main(argv=None):
         numpyro.sample("z", dist.Normal(0.0, 1.0).expand([args.dim]).to_event(1))
 
     mcmc = MCMC(
-        NUTS(model),
+        NUTS(
+            model,
+            max_tree_depth=args.max_tree_depth,
+            target_accept_prob=args.target_accept,
+        ),
         num_warmup=args.num_warmup,
         num_samples=args.num_samples,
         num_chains=args.num_chains,

@@ -52,7 +52,7 @@ def scaled(value: int, minimum: int) -> int:
 CHANNELS = scaled(128, 8)
 N_TRAIN, N_TEST = scaled(128, 32), scaled(64, 16)
 NUM_CHAINS = 4 if SCALE >= 0.5 else 2
-NUM_WARMUP, NUM_SAMPLES = scaled(300, 20), scaled(600, 40)
+NUM_WARMUP, NUM_SAMPLES = scaled(200, 20), scaled(400, 40)
 print(f"channels {CHANNELS}, n_train {N_TRAIN}, {NUM_CHAINS} chains x {NUM_SAMPLES} draws")
 
 # %% [markdown]

@@ -47,7 +47,7 @@ def compilation_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
-def _execute(path: Path, workdir: Path, scale: str, cache: Path, monkeypatch):
+def _execute(path: Path, workdir: Path, scale: str, cache: Path, monkeypatch, timeout=900):
     _require_notebook_tools()
     import jupytext
     from nbclient import NotebookClient
@@ -66,7 +66,7 @@ def _execute(path: Path, workdir: Path, scale: str, cache: Path, monkeypatch):
     client = NotebookClient(
         notebook,
         kernel_name="python3",
-        timeout=900,
+        timeout=timeout,  # per cell: a guard against hangs, not a speed test
         resources={"metadata": {"path": str(workdir)}},
     )
     client.execute()
@@ -113,4 +113,6 @@ def test_example_runs_as_notebook(path, tmp_path, compilation_cache, monkeypatch
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs_at_full_size(path, tmp_path, compilation_cache, monkeypatch):
-    _execute(path, tmp_path, "1.0", compilation_cache, monkeypatch)
+    # The longest full-size cell (the digits width sweep) takes about 11 minutes alone on 2
+    # cores, and longer while other slow tests share them.
+    _execute(path, tmp_path, "1.0", compilation_cache, monkeypatch, timeout=2400)
