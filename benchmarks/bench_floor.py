@@ -48,7 +48,7 @@ from wide_bnn import targets
 TARGET_ESS_PER_S = 100 * ANCHOR_ESS_PER_S[1024]
 
 
-def _median_ms(fn, args, calls, repeats):
+def median_ms(fn, args, calls, repeats):
     jax.block_until_ready(fn(*args))  # compile
     times = []
     for _ in range(repeats):
@@ -80,10 +80,10 @@ def measure(width: int, chains: int, calls: int, repeats: int) -> dict[str, floa
     record = jax.jit(jax.vmap(lambda k, p, c: target.record(k, p, consts, c)))
     proposal = jax.jit(jax.vmap(lambda k: jax.random.normal(k, (target.dim,), jnp.float64)))
     return {
-        "kernel": _median_ms(kernel, (positions,), calls, repeats),
-        "loglik": _median_ms(loglik, (positions,), calls, repeats),
-        "record": _median_ms(record, (keys, positions, caches), calls, repeats),
-        "proposal": _median_ms(proposal, (keys,), calls, repeats),
+        "kernel": median_ms(kernel, (positions,), calls, repeats),
+        "loglik": median_ms(loglik, (positions,), calls, repeats),
+        "record": median_ms(record, (keys, positions, caches), calls, repeats),
+        "proposal": median_ms(proposal, (keys,), calls, repeats),
     }
 
 

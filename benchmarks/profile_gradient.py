@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from _common import machine_info
-from bench_floor import _median_ms
+from bench_floor import median_ms
 from bench_p1 import load_problem, make_net
 
 from wide_bnn import targets
@@ -106,7 +106,7 @@ def main(argv=None):
     loop = scanned_gradients(target, args.evals)
     ops = hlo_ops(loop.lower(positions).compile().as_text())
 
-    per_eval_ms = _median_ms(loop, (positions,), calls=1, repeats=args.repeats) / args.evals
+    per_eval_ms = median_ms(loop, (positions,), calls=1, repeats=args.repeats) / args.evals
 
     with tempfile.TemporaryDirectory() as trace_dir:
         total, calls = profile(loop, (positions,), trace_dir)

@@ -136,20 +136,18 @@ for name, (mcmc, seconds) in runs.items():
     f_test = np.asarray(f_test)[..., 0].reshape(NUM_CHAINS, NUM_SAMPLES, -1)
     sigma = np.asarray(mcmc.get_samples(group_by_chain=True)["sigma"])
     ess_f = az.ess(az.convert_to_dataset({"f": f_test}))["f"].values.min()
-    ess_sigma = float(az.ess(sigma))
     grads = float(np.mean(mcmc.get_extra_fields()["num_steps"]))
-    rmse = float(np.sqrt(np.mean((f_test.mean(axis=(0, 1)) - ds.y_test[:, 0]) ** 2)))
-    rows[name] = {
+    row = rows[name] = {
         "sigma": sigma.mean(),
         "sigma_mcse": float(az.mcse(sigma)),
-        "rmse": rmse,
-        "ess_sigma_s": ess_sigma / seconds,
+        "rmse": float(np.sqrt(np.mean((f_test.mean(axis=(0, 1)) - ds.y_test[:, 0]) ** 2))),
+        "ess_sigma_s": float(az.ess(sigma)) / seconds,
         "ess_f_s": ess_f / seconds,
     }
     print(
-        f"{name:>10}: sigma {sigma.mean():.3f} +- {sigma.std():.3f}, test RMSE {rmse:.3f}, "
-        f"grads/draw {grads:.0f}, ESS/s sigma {ess_sigma / seconds:.2f}, "
-        f"ESS/s f_test (min) {ess_f / seconds:.2f}"
+        f"{name:>10}: sigma {sigma.mean():.3f} +- {sigma.std():.3f}, test RMSE {row['rmse']:.3f}, "
+        f"grads/draw {grads:.0f}, ESS/s sigma {row['ess_sigma_s']:.2f}, "
+        f"ESS/s f_test (min) {row['ess_f_s']:.2f}"
     )
     assert np.all(np.isfinite(f_test))
     assert 0 < rows[name]["sigma"] < 1
