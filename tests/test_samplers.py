@@ -30,6 +30,8 @@ from wide_bnn.samplers import (
 )
 
 ALL = tuple(SAMPLERS)
+# Kernels on flat positions; block_pcn needs a network's hidden units (test_units.py).
+FLAT = tuple(name for name in ALL if not SAMPLERS[name].needs_units)
 # Family-wise false-failure probability of the statistical test (fixed seeds: the chance
 # that an innocent change of random streams trips it).
 LEVEL = 0.001
@@ -118,7 +120,7 @@ def truncated_moments():
 # standard MH kernels, also covered end-to-end in test_sampling.py.
 FAST_KERNELS = ("langevin", "pcn", "pcnl", "elliptical")
 KERNEL_CASES = [
-    name if name in FAST_KERNELS else pytest.param(name, marks=pytest.mark.slow) for name in ALL
+    name if name in FAST_KERNELS else pytest.param(name, marks=pytest.mark.slow) for name in FLAT
 ]
 
 
@@ -326,13 +328,19 @@ def test_pcnl_log_ratio_equals_the_textbook_formula():
 
 
 def test_table_lists_every_sampler_with_defaults():
-    assert set(ALL) == {"nuts", "hmc", "mala", "langevin", "pcn", "pcnl", "elliptical"}
+    assert set(ALL) == {"nuts", "hmc", "mala", "langevin", "pcn", "pcnl", "elliptical", "block_pcn"}
     assert DEFAULT_SAMPLER in SAMPLERS
     for name, info in SAMPLERS.items():
         assert info.name == name and info.description
         assert resolve_options(name, {}).keys() == set(info.defaults)
     assert SAMPLERS["pcn"].uses_gradient is False
     assert SAMPLERS["nuts"].uses_gradient is True
+    assert [name for name in ALL if SAMPLERS[name].needs_units] == ["block_pcn"]
+
+
+def test_block_pcn_needs_a_network_with_hidden_units():
+    with pytest.raises(ValueError, match="one-hidden-layer MLP.*sampler='pcn'"):
+        build_kernel("block_pcn", nan_gaussian_logdensity, nan_gaussian_loglik, 3, jnp.float64)
 
 
 def test_sampler_none_picks_from_the_benchmark_rule():
@@ -385,6 +393,8 @@ def test_sampler_none_picks_from_the_benchmark_rule():
         ("nuts", {"step_size": -1.0}, "step_size"),
         ("hmc", {"num_integration_steps": 0}, "num_integration_steps"),
         ("pcn", {"scale": 1.5}, "scale.*<= 1"),
+        ("block_pcn", {"block_size": 0}, "block_size.*int >= 1"),
+        ("block_pcn", {"block_size": 2.0}, "block_size.*int >= 1"),
         ("langevin", {"alpha": 1.0}, "alpha"),
         ("mala", {"target_acceptance_rate": 1.2}, "target_acceptance_rate"),
         ("nuts", {"adapt_mass_matrix": "yes"}, "adapt_mass_matrix"),
@@ -455,7 +465,7 @@ def numerical_failures(name, truncated, *, chains=2, num_draws=60, counter=None)
     return failures, {k: np.asarray(v) for k, v in stats.items()}
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", FLAT)
 def test_numerical_failures_count_proposals_with_non_finite_log_density(name):
     failures, stats = numerical_failures(name, truncated=True)
     assert failures.sum() > 0 and np.all(failures >= 0)
@@ -472,7 +482,7 @@ def test_numerical_failures_count_proposals_with_non_finite_log_density(name):
         assert np.all(stats["acceptance_rate"][failures > 0] == 0)
 
 
-@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("name", FLAT)
 def test_no_numerical_failures_on_a_finite_target(name):
     failures, _ = numerical_failures(name, truncated=False)
     assert np.all(failures == 0)

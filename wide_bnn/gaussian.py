@@ -51,6 +51,8 @@ from wide_bnn import linalg
 __all__ = [
     "ROUTES",
     "ReadoutConditional",
+    "dual_conditional",
+    "kernel_log_marginal",
     "log_det",
     "log_marginal_gaussian",
     "log_marginal_gaussian_and_ok",
@@ -253,18 +255,44 @@ def readout_conditional(
     """
     psi, y, reg = _prepare(psi, y, reg)
     route = resolve_route(route, *psi.shape)
-    if route == "primal":
-        gram = psi.T @ psi
-        factor, ok = linalg.cholesky(gram + reg * jnp.eye(gram.shape[0], dtype=psi.dtype))
-        mean = linalg.cho_solve(factor, psi.T @ y)
-        features = None
-    else:
+    if route == "dual":
         kernel = _row_gram(psi)
         factor, ok = linalg.cholesky(kernel + reg * jnp.eye(kernel.shape[0], dtype=psi.dtype))
-        mean = psi.T @ linalg.cho_solve(factor, y)
-        features = psi
+        return dual_conditional(psi, y, reg, factor, ok)
+    gram = psi.T @ psi
+    factor, ok = linalg.cholesky(gram + reg * jnp.eye(gram.shape[0], dtype=psi.dtype))
+    mean = linalg.cho_solve(factor, psi.T @ y)
     ok = ok & jnp.all(jnp.isfinite(psi))
-    return ReadoutConditional(mean, factor, features, reg, ok)
+    return ReadoutConditional(mean, factor, None, reg, ok)
+
+
+def dual_conditional(
+    psi: jax.Array, y: jax.Array, reg: ArrayLike, factor: jax.Array, ok: jax.Array
+) -> ReadoutConditional:
+    """The dual-route :class:`ReadoutConditional` from an existing factorisation.
+
+    For callers that already hold the Cholesky factor of ``psi psi^T + reg I`` (the
+    ``block_pcn`` sampler keeps it in its state); :func:`readout_conditional` with
+    ``route="dual"`` computes the same from ``psi`` alone.
+
+    Parameters
+    ----------
+    psi : jax.Array, shape (n, p)
+    y : jax.Array, shape (n, k)
+    reg : float or scalar array
+    factor : jax.Array, shape (n, n)
+        Lower Cholesky factor of ``psi psi^T + reg I``.
+    ok : jax.Array of bool, shape ()
+        Whether the factorisation succeeded.
+
+    Returns
+    -------
+    ReadoutConditional
+    """
+    psi, y, reg = _prepare(psi, y, reg)
+    mean = psi.T @ linalg.cho_solve(factor, y)
+    ok = ok & jnp.all(jnp.isfinite(psi))
+    return ReadoutConditional(mean, factor, psi, reg, ok)
 
 
 def unwhiten(
@@ -341,13 +369,46 @@ def _finish(value, ok, psi):
     return jnp.where(ok, value, -jnp.inf), ok
 
 
-def _dual_forward(psi, y, s2):
+def kernel_log_marginal(
+    kernel: jax.Array, y: jax.Array, noise_var: ArrayLike
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``sum_j log N(y_j; 0, kernel + noise_var I)`` from the kernel matrix itself.
+
+    The dual route of :func:`log_marginal_gaussian` when ``kernel = psi psi^T`` is already
+    known (the ``block_pcn`` sampler updates it one block of hidden units at a time).
+    Not differentiable by design (one factorisation, no custom gradient).
+
+    Parameters
+    ----------
+    kernel : jax.Array, shape (n, n)
+        Symmetric positive semi-definite.
+    y : jax.Array, shape (n, k)
+    noise_var : float or scalar array
+
+    Returns
+    -------
+    value : jax.Array, shape ()
+        ``-inf`` where ``ok`` is False.
+    factor : jax.Array, shape (n, n)
+        Lower Cholesky factor of ``kernel + noise_var I`` (the identity where it failed).
+    ok : jax.Array of bool, shape ()
+    """
+    value, ok, factor, _ = _kernel_forward(kernel, y, noise_var)
+    return value, factor, ok
+
+
+def _kernel_forward(kernel, y, s2):
     n, k = y.shape
-    kernel = psi @ psi.T
-    factor, ok = linalg.cholesky(kernel + s2 * jnp.eye(n, dtype=psi.dtype))
+    factor, ok = linalg.cholesky(kernel + s2 * jnp.eye(n, dtype=kernel.dtype))
     white = linalg.solve_lower(factor, y)
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
     value = -0.5 * (jnp.sum(jnp.square(white)) + k * logdet + n * k * _LOG_2PI)
+    value, ok = _finish(value, ok, kernel)
+    return value, ok, factor, white
+
+
+def _dual_forward(psi, y, s2):
+    value, ok, factor, white = _kernel_forward(psi @ psi.T, y, s2)
     value, ok = _finish(value, ok, psi)
     alpha = linalg.solve_lower_transposed(factor, white)
     return (value, ok), (psi, factor, alpha, ok)

@@ -85,6 +85,7 @@ def sample(
     chunk_size: int | None = None,
     devices: Any = None,
     data_shards: int = 1,
+    threads: int | None = None,
     **sampler_options: Any,
 ) -> SampleResult:
     """Sample the posterior of a Bayesian neural network; record function-space outputs.
@@ -161,6 +162,16 @@ def sample(
         multiple of ``len(devices) / data_shards``. Draws agree with an unsharded
         run up to rounding (sums are taken in another order; see the multi-device
         guide).
+    threads : int, optional
+        On one device (``devices=None``): split the chains into this many equal groups
+        and run the groups at the same time in as many host threads, so that a CPU's
+        cores all work (on 2 cores about 1.6x more steps per second). ``None`` (default)
+        takes, on a CPU, the largest divisor of ``num_chains`` not above the number of
+        cores available to the process, and 1 on an accelerator; ``1`` runs all chains
+        in one call. Each chain's key schedule is the same whatever the grouping, but a
+        different group size can change the last bits of floating-point results (XLA
+        may compile a batch of 2 chains differently from a batch of 4), so identical
+        results need the same ``threads`` (``result.settings["threads"]``).
     **sampler_options
         Options of the chosen sampler, e.g. ``step_size``, ``target_acceptance_rate``,
         ``adapt_mass_matrix``, ``max_tree_depth``, ``num_integration_steps``,
@@ -214,6 +225,7 @@ def sample(
         chunk_size=chunk_size,
         devices=devices,
         data_shards=data_shards,
+        threads=threads,
         sampler_options=sampler_options,
     )
     # Chains split over devices keep batched LAPACK calls (see wide_bnn.linalg).
@@ -259,6 +271,7 @@ def _setup(
     devices,
     data_shards,
     sampler_options,
+    threads=None,
 ) -> dict[str, Any]:
     if not isinstance(net, Network):
         raise ValueError(f"net must be a wide_bnn Network, got {type(net).__name__}")
@@ -326,6 +339,7 @@ def _setup(
             f"data_shards={data_shards} must divide the number of training points "
             f"({data.num_points}), so that every device holds the same number of them"
         )
+    threads = _check_threads(threads, num_chains, devices)
     _check_net_fits(net, data, x_test)
     if sampler is None:
         sampler = default_sampler(
@@ -373,6 +387,7 @@ def _setup(
         "chunk_size": chunk_size,
         "devices": devices,
         "data_shards": data_shards,
+        "threads": threads,
         "config_payload": None,
     }
     if checkpoint_dir is not None:
@@ -384,6 +399,35 @@ def _setup(
     if _several_devices(devices):
         _warn_if_cpu_pool_can_deadlock(devices)
     return setup
+
+
+def _check_threads(threads: Any, num_chains: int, devices) -> int:
+    """Resolve ``threads``: chain groups run at the same time on the default device."""
+    if threads is None:
+        if devices is not None or jax.default_backend() != "cpu":
+            return 1
+        cores = _available_cores()
+        return max(g for g in range(1, min(cores, num_chains) + 1) if num_chains % g == 0)
+    threads = _check_int("threads", threads, 1)
+    if devices is not None and threads > 1:
+        raise ValueError(
+            f"threads={threads} splits the chains on one device; with devices={devices!r} "
+            "they are already split over devices: leave threads=None"
+        )
+    if num_chains % threads:
+        raise ValueError(
+            f"threads={threads} must divide num_chains={num_chains}, so that every thread "
+            "runs the same number of chains"
+        )
+    return threads
+
+
+def _available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every OS
+        return os.cpu_count() or 1
 
 
 def _check_devices(
@@ -570,6 +614,8 @@ class _Run:
         key_init, key_chains = jax.random.split(jax.random.key(s["seed"]))
         self.key_init = key_init
         self.chain_keys = jax.random.split(key_chains, s["num_chains"])
+        # The compiled chunk runs one group of chains; the groups run in parallel threads.
+        self.group_size = s["num_chains"] // s["threads"]
         thinning = s["thinning"]
         self.warm_iters = -(-s["num_warmup"] // thinning)
         self.total_iters = self.warm_iters + s["num_samples"]
@@ -598,6 +644,7 @@ class _Run:
             target.dtype,
             s["options"],
             loglik_cache_fn=target.loglik_cache_fn,
+            units=target.units,
         )
         return target, kernel
 
@@ -617,13 +664,14 @@ class _Run:
         return states, jax.vmap(kernel.logdensity)(states), tunes
 
     def _shapes(self, states, tunes):
-        """Shapes of the per-step statistics and per-draw records (traced once)."""
+        """Shapes of one chain group's per-step statistics and per-draw records."""
         kernel = self.kernel
+        keys = self.chain_keys[: self.group_size]
         params = jax.vmap(kernel.adapt_final)(tunes)
-        step_stats = jax.vmap(kernel.step)(self.chain_keys, states, params)[1]
+        step_stats = jax.vmap(kernel.step)(keys, states, params)[1]
         positions = jax.vmap(kernel.position)(states)
         recorded = jax.vmap(self.target.record, in_axes=(0, 0, None, 0))(
-            self.chain_keys, positions, self.target.record_consts, jax.vmap(kernel.cache)(states)
+            keys, positions, self.target.record_consts, jax.vmap(kernel.cache)(states)
         )
         return step_stats, recorded
 
@@ -727,6 +775,7 @@ class _Run:
         # lowered first and compiled in a background thread (XLA releases the GIL) while
         # the initial states are computed: the two compilations overlap.
         state_shapes, _, tune_shapes = jax.eval_shape(self._init_states, init_keys, state_keys)
+        state_shapes, tune_shapes = _leading((state_shapes, tune_shapes), self.group_size)
         self._shapes_cache = jax.eval_shape(self._shapes, state_shapes, tune_shapes)
         step_shapes, record_shapes = self._shapes_cache
         self._stat_zeros = _zeros(
@@ -741,12 +790,13 @@ class _Run:
         chain_keys = place.chains(self.chain_keys)
         schedule, consts = place.replicated((self.schedule, consts))
         data_arrays = place.data((s["data"].x, s["data"].y))
+        groups = _chain_groups(chain_keys, s["threads"])
         lowered = place.jit(self._chunk).lower(
             place.chain_shapes(state_shapes),
             place.chain_shapes(tune_shapes),
             np.int32(0),
             np.int32(0),
-            chain_keys,
+            groups[0],
             schedule,
             consts,
             data_arrays,
@@ -780,25 +830,43 @@ class _Run:
             pool.shutdown(wait=False)
         self.timings["compile"] += time.perf_counter() - t0
 
-        def run_chunk(states, tunes, start, stop):
+        def run_group(group, states, tunes, start, stop):
             return _run_chunk(
                 compiled,
                 states,
                 tunes,
                 np.int32(start),
                 np.int32(stop),
-                chain_keys,
+                groups[group],
                 schedule,
                 consts,
                 data_arrays,
             )
 
-        if done is None:
-            states, tunes = self._warmup(run_chunk, states, tunes)
-            done = 0
-            if directory is not None:
-                self._write_state(fingerprint, 0, states, tunes)
-        complete = self._sample(run_chunk, states, tunes, done, draws, stats, fingerprint)
+        workers = ThreadPoolExecutor(max_workers=len(groups)) if len(groups) > 1 else None
+
+        def run_chunk(states, tunes, start, stop):
+            if workers is None:
+                return run_group(0, states, tunes, start, stop)
+            # XLA releases the GIL while a compiled program runs, so the groups use
+            # separate cores. A Ctrl-C while waiting leaves the running group calls to
+            # finish in the background; their results are dropped.
+            parts = _split_chains((states, tunes), len(groups))
+            futures = [
+                workers.submit(run_group, g, *part, start, stop) for g, part in enumerate(parts)
+            ]
+            return _join_chains([f.result() for f in futures])
+
+        try:
+            if done is None:
+                states, tunes = self._warmup(run_chunk, states, tunes)
+                done = 0
+                if directory is not None:
+                    self._write_state(fingerprint, 0, states, tunes)
+            complete = self._sample(run_chunk, states, tunes, done, draws, stats, fingerprint)
+        finally:
+            if workers is not None:
+                workers.shutdown(wait=False)
         params = _to_host(jax.jit(jax.vmap(self.kernel.adapt_final))(tunes))
         return self._result(draws, stats, record_shapes, params, complete)
 
@@ -942,6 +1010,7 @@ class _Run:
                 "num_params": int(sum(np.prod(p.shape) for p in _param_shapes(net, data))),
                 "dim": self.target.dim,
                 "route": rp.route,
+                "threads": s["threads"],
                 "x_test_is_train": s["x_is_train"],
                 "adapted": {
                     name: np.asarray(value).tolist()
@@ -978,6 +1047,40 @@ def _settings_core(s: dict[str, Any]) -> dict[str, Any]:
         "keep_params": s["keep_params"],
         "record_train": s["record_train"],
     }
+
+
+def _leading(tree, size):
+    """Shapes of ``tree`` with the leading (chain) axis of every leaf set to ``size``."""
+    return jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct((size, *s.shape[1:]), s.dtype), tree
+    )
+
+
+def _chain_groups(chain_keys, num_groups):
+    """The chains' keys, split into ``num_groups`` equal consecutive groups."""
+    size = chain_keys.shape[0] // num_groups
+    return [chain_keys[g * size : (g + 1) * size] for g in range(num_groups)]
+
+
+def _split_chains(tree, num_groups):
+    """``num_groups`` trees holding consecutive equal slices of every leaf's chain axis."""
+    size = jax.tree_util.tree_leaves(tree)[0].shape[0] // num_groups
+    return [
+        jax.tree_util.tree_map(lambda leaf, g=g: leaf[g * size : (g + 1) * size], tree)
+        for g in range(num_groups)
+    ]
+
+
+def _join_chains(parts):
+    """Inverse of :func:`_split_chains` for chunk outputs ``(states, tunes, per_draw)``.
+
+    States and tuning have the chain axis first; per-draw outputs are ``(chunk, chain, ...)``.
+    """
+    chain_first = [(states, tunes) for states, tunes, _ in parts]
+    per_draw = [outputs for _, _, outputs in parts]
+    states, tunes = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *chain_first)
+    outputs = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves, axis=1), *per_draw)
+    return states, tunes, outputs
 
 
 def _config_payload(s: dict[str, Any]) -> dict[str, Any]:

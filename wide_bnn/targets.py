@@ -43,6 +43,7 @@ from wide_bnn.data import RegressionData
 from wide_bnn.nets import Network
 from wide_bnn.posterior import log_likelihood, log_posterior
 from wide_bnn.reprior import Repriorisation
+from wide_bnn.units import UnitModel, unit_model
 
 __all__ = [
     "PARAMETERISATIONS",
@@ -82,8 +83,9 @@ class Target(NamedTuple):
         so that both parameterisations start from the same distribution).
     record : callable
         ``record(key, position, consts, cache=None) -> dict`` of arrays for one saved
-        draw; ``cache`` is what ``loglik_cache_fn`` returned at ``position`` (it spares
-        the factorisation), or ``None``.
+        draw; ``cache`` is the readout conditional at ``position`` (what
+        ``loglik_cache_fn`` or ``units.cache`` returned; it spares the factorisation),
+        or ``None``.
     record_consts : pytree
         Arrays ``record`` needs (test inputs, projection indices); passed as jit
         arguments rather than embedded as constants.
@@ -95,6 +97,10 @@ class Target(NamedTuple):
         ``(dim,) -> (loglik, cache)``: ``loglik_fn`` together with the factorisation it
         computed, for kernels that keep it in their state so that ``record`` needs no
         second one (collapsed target only; ``None`` otherwise).
+    units : UnitModel or None
+        The likelihood as a function of a sum over hidden units
+        (:func:`wide_bnn.units.unit_model`), for the ``block_pcn`` sampler; ``None``
+        unless the network is a one-hidden-layer MLP.
     """
 
     logdensity_fn: Callable
@@ -107,6 +113,7 @@ class Target(NamedTuple):
     repriorisation: Repriorisation
     unravel: Callable
     loglik_cache_fn: Callable | None = None
+    units: UnitModel | None = None
 
 
 def _finite(value):
@@ -197,9 +204,9 @@ def build_target(
             return _finite(features_loglik(unravel(position)["hidden"]))
 
         def to_params(key, position, cache):
-            del key, cache
+            del key
             phi = unravel(position)
-            cond = rp.conditional(phi["hidden"])
+            cond = rp.conditional(phi["hidden"]) if cache is None else cache
             # With the default kernel_reg the map T is the exact conditional's own
             # square root, so one factorisation gives the readout and the predictions.
             readout = net.readout_from_matrix(cond.transform(net.readout_matrix(phi["readout"])))
@@ -261,6 +268,14 @@ def build_target(
             out.update({f"params/{name}": leaf for name, leaf in zip(names, leaves, strict=True)})
         return out
 
+    units = unit_model(
+        net,
+        data,
+        sampled,
+        parameterisation=parameterisation,
+        collapsed=collapsed,
+        dual_cache=rp.route == "dual",
+    )
     return Target(
         logdensity_fn,
         loglik_fn,
@@ -272,6 +287,7 @@ def build_target(
         rp,
         unravel,
         loglik_cache_fn if collapsed else None,
+        units,
     )
 
 
