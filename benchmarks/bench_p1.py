@@ -10,7 +10,7 @@ configuration       what runs
 ==================  =========================================================================
 reprior-<s>         ``wide_bnn.sample(sampler=s)``, repriorised, collapsed (readout drawn
                     exactly per saved draw), for s in nuts, hmc, mala, langevin, pcn, pcnl,
-                    elliptical; default options (warm-up tuning)
+                    elliptical, block-pcn (``block_pcn``); default options (warm-up tuning)
 reprior-ref-dual    ``wide_bnn.sample(sampler="langevin", collapsed=False,
                     **LANGEVIN_REFERENCE)``: the authors' sampler (step 0.1, refresh 0.01)
                     on the non-collapsed chain, auto route (dual when p > n)
@@ -21,9 +21,10 @@ authors             the same sampler on the same non-collapsed target through th
 std-nuts            ``wide_bnn.sample(sampler="nuts", parameterisation="standard")``
 std-langevin        the same with ``sampler="langevin"`` (step size tuned, target 0.9)
 std-pcn             the same with ``sampler="pcn"`` (scale tuned)
+std-block-pcn       the same with ``sampler="block_pcn"`` (scale tuned)
 numpyro-nuts        NumPyro's ``NUTS(model)`` with its defaults on the model written below
-                    (standard parameterisation, N(0, 1) priors, NTK scaling); chains run one
-                    after another (``chain_method="sequential"`` style), each a jitted scan
+                    (standard parameterisation, N(0, 1) priors, NTK scaling); each chain a
+                    jitted scan, ``--threads`` chains at a time in host threads
 control             hidden parameters frozen at each chain's prior draw, readout drawn
                     exactly per draw (what a sampler that never moves the hidden layer
                     reports): every working sampler must beat it on the metrics below
@@ -44,6 +45,11 @@ The ``authors`` configuration deadlocked XLA's CPU thread pool from width 512 on
 (jaxlib 0.10, batched primal-route Cholesky) until the chains' LAPACK calls were made one
 matrix at a time (docs/guides/multi-device.md); the width-512 figures in the docs were
 measured with ``PJRT_NPROC=8``.
+
+Cores: every configuration runs its chains in ``--threads`` groups at the same time, in
+host threads (default: the largest divisor of ``--chains`` not above the core count):
+``wide_bnn.sample(threads=...)``, and the same grouping for NumPyro, the authors'
+configuration and the control, so that ratios compare samplers on the same cores.
 
 Run lengths: every configuration takes up to ``--num-samples`` draws per chain, and
 its sampling phase stops at ``--budget`` seconds (``--slow-budget`` for the slow
@@ -105,6 +111,7 @@ import shlex
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -112,6 +119,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from _common import (
+    default_threads,
     ess_summary,
     fmt,
     jsonable,
@@ -180,6 +188,12 @@ CONFIGS = (
     Config("reprior-pcn", "wide_bnn", "pCN, repriorised, collapsed", "pcn"),
     Config("reprior-pcnl", "wide_bnn", "pCN-Langevin, repriorised, collapsed", "pcnl"),
     Config(
+        "reprior-block-pcn",
+        "wide_bnn",
+        "block pCN (blocks of hidden units), repriorised, collapsed",
+        "block_pcn",
+    ),
+    Config(
         "reprior-elliptical", "wide_bnn", "elliptical slice, repriorised, collapsed", "elliptical"
     ),
     Config(
@@ -223,6 +237,14 @@ CONFIGS = (
     ),
     Config(
         "std-pcn", "wide_bnn", "pCN, standard parameterisation", "pcn", "standard", collapsed=False
+    ),
+    Config(
+        "std-block-pcn",
+        "wide_bnn",
+        "block pCN, standard parameterisation",
+        "block_pcn",
+        "standard",
+        collapsed=False,
     ),
     Config(
         "numpyro-nuts",
@@ -375,13 +397,15 @@ def _stack_chunks(outputs, *, chains_second=True):
     return jax.tree_util.tree_map(lambda a: np.swapaxes(a, 0, 1), stacked)
 
 
-def run_vmapped(*, init_fn, step_fn, record_fn, chains, plan: Plan, seed, warmup_budget):
+def run_vmapped(*, init_fn, step_fn, record_fn, chains, plan: Plan, seed, warmup_budget, threads):
     """Chunked, jitted multi-chain loop with time budgets; returns draws, stats, timings.
 
     ``init_fn(key) -> state``, ``step_fn(key, state) -> (state, {"acceptance_rate",
     "num_grad_evals"})``, ``record_fn(key, state) -> dict``; all single-chain. Keys:
     step ``i`` of phase ``p`` (0 warm-up, 1 sampling) of chain ``c`` uses
-    ``fold_in(fold_in(key_c, p), i)``, the recording of draw ``j`` phase 2.
+    ``fold_in(fold_in(key_c, p), i)``, the recording of draw ``j`` phase 2. The chains
+    run vmapped in ``threads`` equal groups, the groups at the same time in host threads
+    (as ``wide_bnn.sample(threads=...)`` does).
     """
     timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
     chain_keys = jax.random.split(jax.random.key(seed), chains)
@@ -390,42 +414,55 @@ def run_vmapped(*, init_fn, step_fn, record_fn, chains, plan: Plan, seed, warmup
     draw_chunk = max(1, min(50, math.ceil(plan.num_samples / 20)))
     warm_chunk = max(1, min(plan.num_warmup, 50))
 
-    def warm_one(states, index):
-        keys = fold(fold(chain_keys, 0), index)
-        return jax.vmap(step_fn)(keys, states)[0], None
+    def warm_one(carry, index):
+        keys, states = carry
+        states = jax.vmap(step_fn)(fold(fold(keys, 0), index), states)[0]
+        return (keys, states), None
 
-    def draw_one(states, index):
+    def draw_one(carry, index):
+        keys, states = carry
+
         def inner(states, t):
-            keys = fold(fold(chain_keys, 1), index * thinning + t)
-            return jax.vmap(step_fn)(keys, states)
+            return jax.vmap(step_fn)(fold(fold(keys, 1), index * thinning + t), states)
 
         states, stats = jax.lax.scan(inner, states, jnp.arange(thinning, dtype=jnp.int32))
         stats = {
             "acceptance_rate": jnp.mean(stats["acceptance_rate"], axis=0),
             "num_grad_evals": jnp.sum(stats["num_grad_evals"], axis=0),
         }
-        recorded = jax.vmap(record_fn)(fold(fold(chain_keys, 2), index), states)
-        return states, (recorded, stats)
+        recorded = jax.vmap(record_fn)(fold(fold(keys, 2), index), states)
+        return (keys, states), (recorded, stats)
 
     t0 = time.perf_counter()
     states = jax.block_until_ready(jax.jit(jax.vmap(init_fn))(fold(chain_keys, 3)))
+    size = chains // threads
+    carries = [
+        jax.tree_util.tree_map(lambda a, g=g: a[g * size : (g + 1) * size], (chain_keys, states))
+        for g in range(threads)
+    ]
     zero = np.int32(0)
     warm_c = None
     if plan.num_warmup:
-        warm_c = jax.jit(chunked(warm_one, warm_chunk)).lower(states, zero, zero).compile()
-    draw_c = jax.jit(chunked(draw_one, draw_chunk)).lower(states, zero, zero).compile()
+        warm_c = jax.jit(chunked(warm_one, warm_chunk)).lower(carries[0], zero, zero).compile()
+    draw_c = jax.jit(chunked(draw_one, draw_chunk)).lower(carries[0], zero, zero).compile()
     timings["compile"] = time.perf_counter() - t0
 
-    carry = {"states": states}
+    def run_groups(compiled, start, count):
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            futures = [
+                pool.submit(compiled, carry, np.int32(start), np.int32(count)) for carry in carries
+            ]
+            results = jax.block_until_ready([f.result() for f in futures])
+        carries[:] = [carry for carry, _ in results]
+        return [out for _, out in results]
 
     def run_warm(start, count):
-        carry["states"] = jax.block_until_ready(
-            warm_c(carry["states"], np.int32(start), np.int32(count))[0]
-        )
+        run_groups(warm_c, start, count)
 
     def run_draws(start, count):
-        carry["states"], out = draw_c(carry["states"], np.int32(start), np.int32(count))
-        return jax.device_get(out), count
+        outs = jax.device_get(run_groups(draw_c, start, count))
+        joined = jax.tree_util.tree_map(lambda *parts: np.concatenate(parts, axis=1), *outs)
+        return joined, count
 
     _, done_warm, _, timings["warmup"] = budgeted_loop(
         run_warm, plan.num_warmup, warm_chunk, warmup_budget
@@ -478,6 +515,7 @@ def run_authors(cfg, net, data, x_test, plan, args):
         plan=plan,
         seed=args.seed,
         warmup_budget=plan.budget,
+        threads=args.threads,
     )
     return recorded, stats, timings, info | {"route": rp.route, "step_size": 0.1}
 
@@ -508,6 +546,7 @@ def run_control(cfg, net, data, x_test, plan, args):
         plan=plan,
         seed=args.seed,
         warmup_budget=None,
+        threads=args.threads,
     )
     return recorded, stats, timings, info | {"route": rp.route, "step_size": None}
 
@@ -550,7 +589,7 @@ def _numpyro_params(z):
 
 
 def run_numpyro(cfg, net, data, x_test, plan, args):
-    """NumPyro NUTS, default settings; chains one after another, each a jitted scan."""
+    """NumPyro NUTS, default settings; each chain a jitted scan, ``--threads`` at a time."""
     in_dim, width, out_dim = data.x.shape[1], net.spec.hidden[0], data.out_dim
     model = numpyro_model(in_dim, width, out_dim, float(data.noise_std))
     # The model's network must be the library's network exactly.
@@ -592,54 +631,69 @@ def run_numpyro(cfg, net, data, x_test, plan, args):
         return state, (record(state.z), stats)
 
     timings = {"compile": 0.0, "warmup": 0.0, "sampling": 0.0}
-    compiled = {}
-    chain_budget = None if plan.budget is None else plan.budget / args.chains
-    per_chain, complete = [], True
+    # Each thread runs chains one after another; per-chain budget so that the threads
+    # together use about the whole sampling budget.
+    chain_budget = None if plan.budget is None else plan.budget * args.threads / args.chains
     zero = np.int32(0)
-    for chain in range(args.chains):
-        t0 = time.perf_counter()
-        key = jax.random.fold_in(jax.random.key(args.seed), chain)
-        carry = {"state": kernel.init(key, plan.num_warmup, model_args=model_args)}
-        if not compiled:
-            if plan.num_warmup:
-                compiled["warm"] = (
-                    jax.jit(chunked(warm_one, warm_chunk))
-                    .lower(carry["state"], zero, zero)
-                    .compile()
-                )
-            compiled["draws"] = (
-                jax.jit(chunked(draw_one, draw_chunk)).lower(carry["state"], zero, zero).compile()
+    t0 = time.perf_counter()
+    carries = [
+        {
+            "state": kernel.init(
+                jax.random.fold_in(jax.random.key(args.seed), chain),
+                plan.num_warmup,
+                model_args=model_args,
             )
-        timings["compile"] += time.perf_counter() - t0
+        }
+        for chain in range(args.chains)
+    ]
+    compiled = {
+        "draws": jax.jit(chunked(draw_one, draw_chunk))
+        .lower(carries[0]["state"], zero, zero)
+        .compile()
+    }
+    if plan.num_warmup:
+        compiled["warm"] = (
+            jax.jit(chunked(warm_one, warm_chunk)).lower(carries[0]["state"], zero, zero).compile()
+        )
+    timings["compile"] = time.perf_counter() - t0
 
-        def run_warm(start, count, carry=carry):
+    def warm_chain(carry):
+        def run_warm(start, count):
             carry["state"] = jax.block_until_ready(
                 compiled["warm"](carry["state"], np.int32(start), np.int32(count))[0]
             )
 
-        def run_draws(start, count, carry=carry):
+        # NumPyro adapts while state.i < num_warmup: the warm-up always runs to its end.
+        budgeted_loop(run_warm, plan.num_warmup, warm_chunk, None)
+
+    def sample_chain(carry):
+        def run_draws(start, count):
             carry["state"], out = compiled["draws"](
                 carry["state"], np.int32(start), np.int32(count)
             )
             return jax.device_get(out), count
 
-        # NumPyro adapts while state.i < num_warmup: the warm-up always runs to its end.
-        seconds = budgeted_loop(run_warm, plan.num_warmup, warm_chunk, None)[3]
-        timings["warmup"] += seconds
-        outputs, _, done_all, seconds = budgeted_loop(
+        outputs, _, done_all, _ = budgeted_loop(
             run_draws, plan.num_samples, draw_chunk, chain_budget
         )
-        timings["sampling"] += seconds
-        complete &= done_all
-        per_chain.append(_stack_chunks(outputs, chains_second=False))  # (draw, ...)
-        state = carry["state"]
+        return _stack_chunks(outputs, chains_second=False), done_all  # (draw, ...)
+
+    with ThreadPoolExecutor(max_workers=args.threads) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(warm_chain, carries))
+        timings["warmup"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = list(pool.map(sample_chain, carries))
+        timings["sampling"] = time.perf_counter() - t0
+    per_chain = [draws for draws, _ in results]
+    complete = all(done for _, done in results)
     # Chains may have run different numbers of draws: keep the common length.
     num_draws = min(c[1]["acceptance_rate"].shape[0] for c in per_chain)
     recorded, stats = jax.tree_util.tree_map(
         lambda *a: np.stack([x[:num_draws] for x in a]), *per_chain
     )
     info = {"warmup_steps": plan.num_warmup, "complete": complete, "route": "-"}
-    info["step_size"] = float(state.adapt_state.step_size)
+    info["step_size"] = float(np.mean([c["state"].adapt_state.step_size for c in carries]))
     return recorded, stats, timings, info
 
 
@@ -670,6 +724,7 @@ def run_wide_bnn(cfg, net, data, x_test, plan, args):
             progress=False,
             num_projections=NUM_PROJECTIONS,
             chunk_size=chunk_size,
+            threads=args.threads,
             **dict(cfg.options),
         )
     step = result.stats.get("step_size")
@@ -1047,6 +1102,13 @@ def parse_args(argv=None):
         help=f"configurations to run (default all): {', '.join(CONFIG_NAMES)}",
     )
     parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="chain groups run at the same time in host threads, for every configuration "
+        "(default: the largest divisor of --chains not above the number of cores)",
+    )
     parser.add_argument("--num-warmup", type=int, default=300, help="warm-up kernel steps")
     parser.add_argument("--num-samples", type=int, default=1000, help="saved draws per chain")
     parser.add_argument(
@@ -1107,6 +1169,10 @@ def parse_args(argv=None):
         args.budget, args.slow_budget = min(args.budget, 20.0), min(args.slow_budget, 10.0)
     if args.chains < 2:
         parser.error("--chains must be >= 2 (R-hat and multi-chain ESS)")
+    if args.threads is None:
+        args.threads = default_threads(args.chains)
+    if args.threads < 1 or args.chains % args.threads:
+        parser.error("--threads must be a positive divisor of --chains")
     return args
 
 
@@ -1132,7 +1198,8 @@ def main(argv=None):
     print(
         f"# {args.dataset}: n_train {data.num_points}, n_test {x_test.shape[0]}, outputs "
         f"{out_dim}, d_in {data.x.shape[1]}, noise_std {data.noise_std}; MLP 1 hidden layer gelu, "
-        f"float64, {args.chains} chains; warm-up {args.num_warmup} (slow {args.slow_warmup}), "
+        f"float64, {args.chains} chains in {args.threads} threads; warm-up {args.num_warmup} "
+        f"(slow {args.slow_warmup}), "
         f"draws {args.num_samples}, one-step thinning {args.step_thinning}, budgets "
         f"{args.budget:g} s (slow {args.slow_budget:g} s)",
         flush=True,

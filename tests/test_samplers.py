@@ -339,7 +339,7 @@ def test_table_lists_every_sampler_with_defaults():
 
 
 def test_block_pcn_needs_a_network_with_hidden_units():
-    with pytest.raises(ValueError, match="one-hidden-layer MLP.*sampler='pcn'"):
+    with pytest.raises(ValueError, match=r"one-hidden-layer MLP.*sampler='pcn'"):
         build_kernel("block_pcn", nan_gaussian_logdensity, nan_gaussian_loglik, 3, jnp.float64)
 
 

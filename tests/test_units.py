@@ -64,8 +64,8 @@ def test_unit_model_reproduces_the_target(parameterisation, collapsed, shape):
     units, rest = model.split(position)
     has_b, k = shape.get("b_std", 0.3) > 0, shape.get("out_dim", 2)
     standard = parameterisation == "standard"
-    assert units.shape == (5, 2 + has_b + (k if standard else 0))
-    assert model.unit_dim == units.shape[1] and model.rest_dim == rest.shape[0]
+    assert units.shape == (2 + has_b + (k if standard else 0), 5)
+    assert model.unit_dim == units.shape[0] and model.rest_dim == rest.shape[0]
     expected_rest = 0 if collapsed else (k if net.has_readout_bias else 0) if standard else 6 * k
     if not collapsed and not standard:
         expected_rest = (5 + net.has_readout_bias) * k
@@ -80,7 +80,7 @@ def test_unit_model_reproduces_the_target(parameterisation, collapsed, shape):
 
     # The sum over any split of the units into blocks gives the target's likelihood part.
     blocks = [slice(0, 2), slice(2, 3), slice(3, 5)]
-    total = sum(model.term(features[:, b], units[b]) for b in blocks)
+    total = sum(model.term(features[:, b], units[:, b]) for b in blocks)
     value, aux = model.loglik(total, rest)
     np.testing.assert_allclose(value, target.loglik_fn(position), rtol=1e-10)
 
@@ -119,7 +119,7 @@ def test_only_one_hidden_layer_mlps_have_units(net):
     x = np.zeros((3, 4, 4, 1)) if "resnet" in net.name else np.zeros((3, 2))
     data = wb.RegressionData(x, np.zeros(3), 0.5)
     assert build_target(net, data).units is None
-    with pytest.raises(ValueError, match="block_pcn.*one-hidden-layer MLP"):
+    with pytest.raises(ValueError, match=r"block_pcn.*one-hidden-layer MLP"):
         wb.sample(net, data, sampler="block_pcn", num_samples=2, progress=False)
 
 
@@ -153,16 +153,14 @@ def test_block_pcn_state_is_consistent_with_the_target(parameterisation, collaps
         return jax.lax.scan(one, start, jax.random.split(key, 30))[1]
 
     states, positions, lp, stats = run(jax.random.key(3))
-    assert isinstance(states, BlockState) and states.units.shape[1:3] == (3, 3)
+    assert isinstance(states, BlockState) and states.units.shape[2:4] == (3, 3)
     np.testing.assert_array_equal(states.features[:, 2, :, 1:], 0.0)  # padding
     assert len(np.unique(np.asarray(positions[:, 0]))) > 3  # the chain moved
     accepted = np.asarray(stats["acceptance_rate"])
     assert np.all((accepted > 0) & (accepted <= 1))
     assert np.all(np.asarray(stats["num_grad_evals"]) == 3 + 1 + target.units.rest_in_likelihood)
     np.testing.assert_allclose(lp, jax.vmap(target.logdensity_fn)(positions), rtol=1e-10)
-    np.testing.assert_allclose(
-        states.logdensity, jax.vmap(target.loglik_fn)(positions), rtol=1e-10
-    )
+    np.testing.assert_allclose(states.logdensity, jax.vmap(target.loglik_fn)(positions), rtol=1e-10)
     np.testing.assert_allclose(states.total, np.sum(np.asarray(states.terms), axis=1), rtol=1e-12)
     if not collapsed and parameterisation == "repriorised":
         # the whitened readout is redrawn exactly every step
@@ -221,9 +219,7 @@ def posterior_moments(nodes, log_prior, log_lik, quantities):
     log_w = log_prior + log_lik
     weights = np.exp(log_w - log_w.max())
     weights /= weights.sum()
-    return {
-        name: np.tensordot(weights, value, axes=(0, 0)) for name, value in quantities.items()
-    }
+    return {name: np.tensordot(weights, value, axes=(0, 0)) for name, value in quantities.items()}
 
 
 def tanh_features(x, w):
@@ -323,7 +319,10 @@ def test_block_pcn_is_exact_repriorised(collapsed, block_size):
             z_score(f_mean[:, :, m] ** 2, truth["f_mean_sq"][m]),
         ]
     for j in range(3):
-        zs += [z_score(w[..., j] ** 2, truth["w_sq"][j]), z_score(np.abs(w[..., j]), truth["w_abs"][j])]
+        zs += [
+            z_score(w[..., j] ** 2, truth["w_sq"][j]),
+            z_score(np.abs(w[..., j]), truth["w_abs"][j]),
+        ]
     zs = np.asarray(zs)
     assert np.all(np.abs(zs) < norm.ppf(1 - LEVEL / (2 * zs.size))), np.round(zs, 2)
     assert_chains_agree(result)

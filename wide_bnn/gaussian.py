@@ -403,8 +403,8 @@ def _kernel_forward(kernel, y, s2):
     white = linalg.solve_lower(factor, y)
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))
     value = -0.5 * (jnp.sum(jnp.square(white)) + k * logdet + n * k * _LOG_2PI)
-    value, ok = _finish(value, ok, kernel)
-    return value, ok, factor, white
+    ok = ok & jnp.isfinite(value)
+    return jnp.where(ok, value, -jnp.inf), ok, factor, white
 
 
 def _dual_forward(psi, y, s2):

@@ -893,8 +893,9 @@ class BlockState(NamedTuple):
 
     Attributes
     ----------
-    units : jax.Array, shape (num_blocks, block_size, unit_dim)
-        The units, blocked; the last block is padded with units whose features are zero.
+    units : jax.Array, shape (unit_dim, num_blocks, block_size)
+        The units (one column each), blocked; the last block is padded with units whose
+        features are zero.
     rest : jax.Array, shape (rest_dim,)
         The coordinates outside the units.
     features : jax.Array, shape (num_blocks, n, block_size)
@@ -927,9 +928,9 @@ def _build_block_pcn(logdensity_fn, loglik_fn, dim, dtype, options, units):
     # Padding units (the last block only) keep zero features, so they add nothing.
     real = (jnp.arange(num_blocks * size) < model.num_units).reshape(num_blocks, 1, size)
 
-    def blocked_terms(blocks):
-        features = jax.vmap(model.features)(blocks) * real.astype(dtype)
-        return features, jax.vmap(model.term)(features, blocks)
+    def blocked_terms(units):
+        features = jax.vmap(model.features, in_axes=1)(units) * real.astype(dtype)
+        return features, jax.vmap(model.term, in_axes=(0, 1))(features, units)
 
     def evaluate(total, rest):
         value, aux = model.loglik(total, rest)
@@ -937,29 +938,28 @@ def _build_block_pcn(logdensity_fn, loglik_fn, dim, dtype, options, units):
 
     def init(key, position):
         del key
-        unit_rows, rest = model.split(position)
-        unit_rows = jnp.pad(unit_rows, ((0, padding), (0, 0)))
-        blocks = unit_rows.reshape(num_blocks, size, model.unit_dim)
-        features, terms = blocked_terms(blocks)
+        columns, rest = model.split(position)
+        columns = jnp.pad(columns, ((0, 0), (0, padding)))
+        units = columns.reshape(model.unit_dim, num_blocks, size)
+        features, terms = blocked_terms(units)
         total = jnp.sum(terms, axis=0)
-        return BlockState(blocks, rest, features, terms, total, *evaluate(total, rest))
+        return BlockState(units, rest, features, terms, total, *evaluate(total, rest))
 
     def visit(rest):
         def visit_block(carry, block):
-            total, value, aux = carry
+            total, value = carry
             old_term, new_term, log_u = block
             # The other blocks' terms are those of the current state; only this block's
-            # term changes. Accumulated rounding is reset at the end of the sweep.
+            # term changes. Accumulated rounding is reset at the end of the sweep, where
+            # the factorisation kept in the state is also computed.
             candidate = total - old_term + new_term
-            candidate_value, candidate_aux = evaluate(candidate, rest)
+            candidate_value = evaluate(candidate, rest)[0]
             log_ratio = candidate_value - value
             # pCN is reversible for the N(0, I) prior: the likelihood ratio decides. A -inf
             # proposal is never taken; -inf - -inf is NaN: rejected.
             accept = log_u < log_ratio
-            probability = jnp.where(
-                jnp.isnan(log_ratio), 0.0, jnp.exp(jnp.minimum(log_ratio, 0.0))
-            )
-            carry = _select(accept, (candidate, candidate_value, candidate_aux), carry)
+            probability = jnp.where(jnp.isnan(log_ratio), 0.0, jnp.exp(jnp.minimum(log_ratio, 0.0)))
+            carry = _select(accept, (candidate, candidate_value), carry)
             return carry, (accept, probability, ~jnp.isfinite(candidate_value))
 
         return visit_block
@@ -989,18 +989,20 @@ def _build_block_pcn(logdensity_fn, loglik_fn, dim, dtype, options, units):
         proposed = keep * state.units + scale * noise
         features, terms = blocked_terms(proposed)
         log_u = jnp.log(jax.random.uniform(key_accept, (num_blocks,), dtype))
-        carry = (state.total, state.logdensity, state.aux)
+        carry = (state.total, state.logdensity)
         _, (accepted, probability, failed) = jax.lax.scan(
             visit(state.rest), carry, (state.terms, terms, log_u)
         )
 
-        def pick(new, old):
-            return jnp.where(accepted.reshape((num_blocks,) + (1,) * (new.ndim - 1)), new, old)
+        def pick(new, old, axis=0):
+            shape = [1] * new.ndim
+            shape[axis] = num_blocks
+            return jnp.where(accepted.reshape(shape), new, old)
 
         terms = pick(terms, state.terms)
         total = jnp.sum(terms, axis=0)
         state = BlockState(
-            pick(proposed, state.units),
+            pick(proposed, state.units, axis=1),
             state.rest,
             pick(features, state.features),
             terms,
@@ -1024,8 +1026,8 @@ def _build_block_pcn(logdensity_fn, loglik_fn, dim, dtype, options, units):
         return state, stats
 
     def position(state):
-        unit_rows = state.units.reshape(num_blocks * size, model.unit_dim)
-        return model.merge(unit_rows[: model.num_units], state.rest)
+        columns = state.units.reshape(model.unit_dim, num_blocks * size)
+        return model.merge(columns[:, : model.num_units], state.rest)
 
     def logdensity(state):
         return state.logdensity + _log_std_normal(position(state))

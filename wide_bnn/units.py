@@ -33,7 +33,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
@@ -58,14 +57,15 @@ class UnitModel(NamedTuple):
     rest_dim : int
         Coordinates of the target outside the units.
     split : callable
-        ``split(position (dim,)) -> (units (num_units, unit_dim), rest (rest_dim,))``.
+        ``split(position (dim,)) -> (units (unit_dim, num_units), rest (rest_dim,))``:
+        one column per unit.
     merge : callable
         Inverse of ``split``: ``merge(units, rest) -> position (dim,)``.
     features : callable
-        ``features(units (m, unit_dim)) -> (n, m)``: the training feature columns of any
+        ``features(units (unit_dim, m)) -> (n, m)``: the training feature columns of any
         ``m`` units (scaled for the full width).
     term : callable
-        ``term(features (n, m), units (m, unit_dim)) -> array``: the contribution of
+        ``term(features (n, m), units (unit_dim, m)) -> array``: the contribution of
         these units to the sum (``(n, n)`` repriorised, ``(n, k)`` standard).
     loglik : callable
         ``loglik(total, rest) -> (value, aux)``: the log-likelihood part of the target
@@ -144,12 +144,12 @@ def unit_model(
     def split(position):
         tree = unravel(position)
         layer = tree[0] if collapsed else tree["hidden"][0]
-        columns = [layer["w"].T]
+        rows = [layer["w"]]
         if has_bias:
-            columns.append(layer["b"][:, None])
+            rows.append(layer["b"][None, :])
         if standard:
-            columns.append(tree["readout"]["w"])
-        units = jnp.concatenate(columns, axis=1)
+            rows.append(tree["readout"]["w"].T)
+        units = jnp.concatenate(rows, axis=0)
         if collapsed:
             rest = jnp.zeros((0,), dtype)
         elif standard:
@@ -159,9 +159,9 @@ def unit_model(
         return units, rest
 
     def layer_of(units):
-        layer = {"w": units[:, :in_dim].T}
+        layer = {"w": units[:in_dim]}
         if has_bias:
-            layer["b"] = units[:, in_dim]
+            layer["b"] = units[in_dim]
         return layer
 
     def merge(units, rest):
@@ -169,7 +169,7 @@ def unit_model(
         if collapsed:
             return _ravel(hidden)
         if standard:
-            readout = {"w": units[:, -k:]}
+            readout = {"w": units[-k:].T}
             if net.has_readout_bias:
                 readout["b"] = rest
         else:
@@ -182,7 +182,7 @@ def unit_model(
     if standard:
 
         def term(features, units):
-            return features @ units[:, -k:]
+            return features @ units[-k:].T
 
         def loglik(total, rest):
             outputs = total + readout_bias * rest[None, :] if net.has_readout_bias else total
