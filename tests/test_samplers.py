@@ -349,8 +349,12 @@ def test_sampler_none_picks_from_the_benchmark_rule():
     from wide_bnn.nets import mlp
 
     assert samplers.default_sampler("standard", False, 10_000, 10) == "nuts"
+    assert samplers.default_sampler("standard", False, 10_000, 10, True) == "nuts"
     assert samplers.default_sampler("repriorised", True, 4 * 64, 64) == "pcn"
+    assert samplers.default_sampler("repriorised", True, 4 * 64, 64, True) == "block_pcn"
+    assert samplers.default_sampler("repriorised", False, 4 * 64, 64, True) == "block_pcn"
     assert samplers.default_sampler("repriorised", True, 4 * 64 - 1, 64) == DEFAULT_SAMPLER
+    assert samplers.default_sampler("repriorised", True, 4 * 64 - 1, 64, True) == DEFAULT_SAMPLER
     assert samplers.default_sampler("repriorised", False, 10_000, 10) == DEFAULT_SAMPLER
     x = jnp.zeros((8, 2))
     data = RegressionData(x, jnp.zeros((8, 1)), 0.1)
@@ -373,14 +377,16 @@ def test_sampler_none_picks_from_the_benchmark_rule():
         sampler_options={},
         sampler=None,
     )
-    # p = width + 1 readout features: 32 + 1 >= 4 * 8 picks pCN, 30 + 1 does not.
-    for width, parameterisation, expected in [
-        (32, "repriorised", "pcn"),
-        (30, "repriorised", DEFAULT_SAMPLER),
-        (32, "standard", "nuts"),
+    # p = width + 1 readout features: 32 + 1 >= 4 * 8 picks block pCN (one hidden layer)
+    # or pCN (two), 30 + 1 does not.
+    for hidden, parameterisation, expected in [
+        ((32,), "repriorised", "block_pcn"),
+        ((5, 32), "repriorised", "pcn"),
+        ((30,), "repriorised", DEFAULT_SAMPLER),
+        ((32,), "standard", "nuts"),
     ]:
         setup = sampling._setup(
-            mlp((width,), 1, "relu"), data, parameterisation=parameterisation, **common
+            mlp(hidden, 1, "relu"), data, parameterisation=parameterisation, **common
         )
         assert setup["sampler"] == expected
 

@@ -527,6 +527,75 @@ def test_checkpoint_of_another_run_or_corrupt_raises(engine, tmp_path):
         sample(net, data, x_test=x_test, chunk_size=5, checkpoint_dir=str(corrupt), **ENGINE)
 
 
+# -- chain groups in threads ----------------------------------------------------------------------
+
+THREADED = dict(num_chains=4, num_warmup=40, num_samples=30, chunk_size=10, seed=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def threaded(tmp_path_factory):
+    """block_pcn (its state in checkpoints too) in one group and in two threads."""
+    net, data, x_test = tiny_bnn()
+    runs = {}
+    for threads in (1, 2):
+        runs[threads] = sample(
+            net, data, x_test=x_test, sampler="block_pcn", threads=threads, **THREADED
+        )
+    directory = str(tmp_path_factory.mktemp("threaded"))
+    patcher = pytest.MonkeyPatch()
+    # Two groups per chunk: warm-up chunks 1-4 are calls 1-8, the first sampling chunk
+    # calls 9-10; call 12 is the second group of the second sampling chunk.
+    patcher.setattr(sampling, "_run_chunk", Interrupt(at=12))
+    runs["interrupted"] = sample(
+        net,
+        data,
+        x_test=x_test,
+        sampler="block_pcn",
+        threads=2,
+        checkpoint_dir=directory,
+        **THREADED,
+    )
+    patcher.undo()
+    runs["resumed"] = sample(
+        net,
+        data,
+        x_test=x_test,
+        sampler="block_pcn",
+        threads=2,
+        checkpoint_dir=directory,
+        **THREADED,
+    )
+    return runs
+
+
+def test_threads_split_the_chains_without_changing_them(threaded):
+    one, two = threaded[1], threaded[2]
+    assert one.settings["threads"] == 1 and two.settings["threads"] == 2
+    assert two.draws["f_test"].shape == one.draws["f_test"].shape == (4, 30, 3, 1)
+    # Each chain keeps its keys and position in the result whatever the grouping: the
+    # same draws (XLA may compile a batch of 2 chains differently from 4, so only up to
+    # rounding; a wrong key or chain order would differ completely).
+    for name in ("f_test", "f_test_mean", "projections"):
+        np.testing.assert_allclose(two.draws[name], one.draws[name], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(two.stats["lp"], one.stats["lp"], rtol=1e-9)
+
+
+def test_threads_ctrl_c_and_resume_are_bit_identical(threaded):
+    partial, resumed, full = threaded["interrupted"], threaded["resumed"], threaded[2]
+    assert partial.complete is False and partial.num_draws == 10
+    assert_identical(partial, full, slice(0, 10))
+    assert resumed.complete
+    assert_identical(resumed, full)
+
+
+def test_default_threads_use_the_cores(monkeypatch):
+    for cores, chains, expected in [(2, 4, 2), (2, 3, 1), (8, 4, 4), (3, 4, 2), (1, 4, 1)]:
+        monkeypatch.setattr(sampling, "_available_cores", lambda cores=cores: cores)
+        assert sampling._check_threads(None, chains, None) == expected
+    assert sampling._check_threads(None, 4, ("a device",)) == 1  # chains split over devices
+    assert sampling._check_threads(4, 4, None) == 4
+
+
 # -- float32 ---------------------------------------------------------------------------------------
 
 
@@ -582,6 +651,10 @@ def test_float32_run_keeps_its_dtype_and_warns_for_small_noise(x64, sampler):
         ({"step_size": 0.1, "sampler": "pcn"}, "unknown option.*step_size.*valid options"),
         ({"max_tree_depth": 0}, "max_tree_depth"),
         ({"checkpoint_dir": 3}, "checkpoint_dir"),
+        ({"threads": 0}, "threads must be an int >= 1"),
+        ({"threads": "2"}, "threads must be an int >= 1"),
+        ({"num_chains": 4, "threads": 3}, "threads=3 must divide num_chains=4"),
+        ({"num_chains": 4, "threads": 2, "devices": 1}, "threads=2 splits the chains"),
     ],
 )
 def test_invalid_arguments_raise_before_compiling(kwargs, match, monkeypatch):

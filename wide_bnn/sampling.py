@@ -40,7 +40,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wide_bnn import checkpoint as ckpt
-from wide_bnn import linalg
+from wide_bnn import linalg, units
 from wide_bnn.data import RegressionData, checked_host_array
 from wide_bnn.linalg import NumericalWarning
 from wide_bnn.nets import Network
@@ -102,11 +102,13 @@ def sample(
         ``result.x_test`` to them).
     sampler : str, optional
         A key of :data:`wide_bnn.samplers.SAMPLERS`: ``"nuts"``, ``"hmc"``, ``"mala"``,
-        ``"langevin"``, ``"pcn"``, ``"pcnl"``, ``"elliptical"``. ``None`` picks one
-        from the benchmark (:func:`wide_bnn.samplers.default_sampler`): ``"nuts"`` for
-        the standard parameterisation, ``"pcn"`` for a collapsed repriorised chain whose
-        readout has at least 4 features per training point, ``"hmc"`` otherwise. The
-        choice is in ``result.settings["sampler"]``.
+        ``"langevin"``, ``"pcn"``, ``"pcnl"``, ``"elliptical"``, ``"block_pcn"`` (hidden
+        units in blocks; one-hidden-layer MLPs only). ``None`` picks one from the
+        benchmark (:func:`wide_bnn.samplers.default_sampler`): ``"nuts"`` for the
+        standard parameterisation; for a repriorised chain whose readout has at least 4
+        features per training point ``"block_pcn"`` (one-hidden-layer MLP) or ``"pcn"``
+        (other networks, collapsed); ``"hmc"`` otherwise. The choice is in
+        ``result.settings["sampler"]``.
     parameterisation : {"repriorised", "standard"}
         Sample the whitened coordinates of :class:`wide_bnn.Repriorisation` or the
         original weights. Both target the same posterior.
@@ -175,7 +177,8 @@ def sample(
     **sampler_options
         Options of the chosen sampler, e.g. ``step_size``, ``target_acceptance_rate``,
         ``adapt_mass_matrix``, ``max_tree_depth``, ``num_integration_steps``,
-        ``alpha``, ``friction``, ``scale`` (see :data:`~wide_bnn.samplers.SAMPLERS`
+        ``alpha``, ``friction``, ``scale``, ``block_size`` (see
+        :data:`~wide_bnn.samplers.SAMPLERS`
         ``[name].defaults``; unknown options raise ``ValueError``).
 
     Returns
@@ -343,7 +346,11 @@ def _setup(
     _check_net_fits(net, data, x_test)
     if sampler is None:
         sampler = default_sampler(
-            parameterisation, collapsed, _num_features(net, data), data.num_points
+            parameterisation,
+            collapsed,
+            _num_features(net, data),
+            data.num_points,
+            has_units=units.supports(net),
         )
     options = resolve_options(sampler, sampler_options)
     if (
