@@ -180,6 +180,18 @@ SAMPLE_CASES = [
     ),
     ("data_shards 0", sample_with(data_shards=0), r"^data_shards must be an int >= 1"),
     ("data_shards without devices", sample_with(data_shards=2), r"^data_shards=2 needs devices"),
+    ("threads 0", sample_with(threads=0), r"^threads must be an int >= 1"),
+    (
+        "threads not dividing the chains (4 chains, 3 threads)",
+        sample_with(num_chains=4, threads=3),
+        r"^threads=3 must divide num_chains=4",
+    ),
+    (
+        "block_pcn on a two-layer MLP",
+        sample_with(net=wb.mlp((3, 3), activation="tanh"), sampler="block_pcn"),
+        r"^sampler='block_pcn' moves the hidden units of a one-hidden-layer MLP",
+    ),
+    ("block_size 0", sample_with(sampler="block_pcn", block_size=0), r"^block_size for sampler"),
 ]
 
 
@@ -194,7 +206,7 @@ def test_every_case_names_a_known_argument():
     names = ("x", "y", "noise_std", "dtype", "hidden", "out_dim", "activation", "w_std")
     names += ("b_std", "num_blocks", "data", "net", "x_test", "sampler", "parameterisation")
     names += ("num_chains", "num_samples", "num_warmup", "thinning", "seed", "step_size")
-    names += ("devices", "data_shards", "resnet", "unknown option")
+    names += ("devices", "data_shards", "resnet", "unknown option", "threads", "block_size")
     for label, call, _ in DATA_CASES + NET_CASES + SAMPLE_CASES:
         with pytest.raises(ValueError) as info:
             call()

@@ -24,6 +24,7 @@ kernel steps plus one recording.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -353,6 +354,12 @@ def _setup(
             has_units=units.supports(net),
         )
     options = resolve_options(sampler, sampler_options)
+    if SAMPLERS[sampler].needs_units and not units.supports(net):
+        raise ValueError(
+            f"sampler={sampler!r} moves the hidden units of a one-hidden-layer MLP in blocks; "
+            f"{net.name} has no such units (use wide_bnn.mlp(hidden=(width,)), or "
+            "sampler='pcn' for other networks)"
+        )
     if (
         sampler in _NOT_FLOAT32_UNDER_X64
         and jnp.dtype(data.dtype) == jnp.float32
@@ -1069,8 +1076,12 @@ def _chain_groups(chain_keys, num_groups):
     return [chain_keys[g * size : (g + 1) * size] for g in range(num_groups)]
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def _split_chains(tree, num_groups):
-    """``num_groups`` trees holding consecutive equal slices of every leaf's chain axis."""
+    """``num_groups`` trees holding consecutive equal slices of every leaf's chain axis.
+
+    Jitted (as :func:`_join_chains`): one dispatch per chunk instead of one per leaf.
+    """
     size = jax.tree_util.tree_leaves(tree)[0].shape[0] // num_groups
     return [
         jax.tree_util.tree_map(lambda leaf, g=g: leaf[g * size : (g + 1) * size], tree)
@@ -1078,6 +1089,7 @@ def _split_chains(tree, num_groups):
     ]
 
 
+@jax.jit
 def _join_chains(parts):
     """Inverse of :func:`_split_chains` for chunk outputs ``(states, tunes, per_draw)``.
 
