@@ -168,7 +168,7 @@ def sample(
     threads : int, optional
         On one device (``devices=None``): split the chains into this many equal groups
         and run the groups at the same time in as many host threads, so that a CPU's
-        cores all work (on 2 cores about 1.6x more steps per second). ``None`` (default)
+        cores all work (on 2 cores 1.2 to 2.1 times more steps per second). ``None`` (default)
         takes, on a CPU, the largest divisor of ``num_chains`` not above the number of
         cores available to the process, and 1 on an accelerator; ``1`` runs all chains
         in one call. Each chain's key schedule is the same whatever the grouping, but a
