@@ -15,7 +15,7 @@
 # the samples are, compare them with the network's infinite-width (NNGP) limit, and compare
 # the repriorised parameterisation with the standard one, per second of sampling.
 #
-# At full size (width 1024) it runs in about 4 minutes on 2 CPU cores, most of it in the
+# At full size (width 1024) it runs in 1.5 to 4 minutes on 2 CPU cores, most of it in the
 # standard-parameterisation baseline. `WIDE_BNN_EXAMPLE_SCALE` (default 1.0) shrinks the
 # width and the number of draws, e.g. `WIDE_BNN_EXAMPLE_SCALE=0.05 python
 # examples/quickstart.py` for a quick run.
@@ -49,8 +49,8 @@ NUM_CHAINS = 4 if SCALE >= 0.5 else 2
 NUM_WARMUP = scaled(500, 30)
 NUM_SAMPLES = scaled(1000, 40)
 # The standard-parameterisation baseline: a NUTS draw there costs up to 63 gradients
-# (tree depth 6, below) where a block-pCN draw costs a few log densities, so it gets fewer
-# steps.
+# (tree depth 6, below) where a block-pCN draw costs about one full log density plus 17
+# small factorisations, so it gets fewer steps.
 STANDARD_WARMUP, STANDARD_SAMPLES = scaled(200, 30), scaled(200, 40)
 print(f"scale {SCALE}: width {WIDTH}, {NUM_CHAINS} chains, {NUM_WARMUP} + {NUM_SAMPLES} steps")
 

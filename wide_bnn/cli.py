@@ -41,11 +41,12 @@ DEMO: dict[str, Any] = {
     "num_warmup": 150,
     "num_samples": 300,
     "slice_points": 25,
-    # pCN is the best repriorised sampler from width ~512 (BENCHMARKS.md); NUTS is
+    # Repriorised: the library's choice per width (sampler=None: HMC below 4 readout
+    # features per training point, block pCN above; docs/guides/samplers.md); NUTS is
     # the strongest standard-parameterisation baseline. In the standard
     # parameterisation NUTS runs into its default depth limit (1023 gradients per
     # draw) from width ~128; depth 6 keeps the demo within minutes.
-    "samplers": {"repriorised": "pcn", "standard": "nuts"},
+    "samplers": {"repriorised": None, "standard": "nuts"},
     "sampler_options": {"nuts": {"max_tree_depth": 6}},
 }
 DEMO_QUICK: dict[str, Any] = {
@@ -123,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--warmup", type=int, help="warm-up steps per chain")
     demo.add_argument("--samples", type=int, help="draws per chain")
     demo.add_argument(
-        "--sampler-repriorised", metavar="NAME", help="sampler for the repriorised runs (pcn)"
+        "--sampler-repriorised",
+        metavar="NAME",
+        help="sampler for the repriorised runs (default: the library's choice per width)",
     )
     demo.add_argument(
         "--sampler-standard", metavar="NAME", help="sampler for the standard runs (nuts)"
@@ -281,7 +284,8 @@ def _demo(args) -> int:
     _echo(
         f"wide-bnn demo: {dataset.name} (n_train {plan['n_train']}, n_test {plan['n_test']}), "
         f"widths {plan['widths']}, {plan['num_chains']} chains x {plan['num_samples']} draws "
-        f"after {plan['num_warmup']} warm-up, repriorised ({samplers['repriorised']}) vs "
+        f"after {plan['num_warmup']} warm-up, repriorised "
+        f"({samplers['repriorised'] or 'the default sampler per width'}) vs "
         f"standard ({samplers['standard']})"
     )
     sweep = width_sweep(
