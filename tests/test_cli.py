@@ -161,6 +161,7 @@ def test_sample_is_resumable_and_report_rebuilds(tmp_path, capsys):
                 "hidden = [8]",
                 'sampler = "pcn"',
                 "chains = 2",
+                "threads = 2",
                 "warmup = 20",
                 "samples = 40",
                 "seed = 3",
@@ -179,6 +180,7 @@ def test_sample_is_resumable_and_report_rebuilds(tmp_path, capsys):
     first = load_inference_data(files[0])
     assert first.attrs["sampler"] == "pcn"
     assert "scale" in first.attrs["settings_json"]
+    assert '"threads": 2' in first.attrs["settings_json"]
     assert (tmp_path / "run" / "checkpoints").is_dir()
     assert "draws saved to" in first_out
     # Re-running the same command resumes from the checkpoints: nothing is

@@ -84,6 +84,7 @@ SAMPLE_DEFAULTS: dict[str, Any] = {
     "chunk_size": None,
     "devices": None,
     "data_shards": 1,
+    "threads": None,
     "options": {},
     "report": True,
 }
@@ -186,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
         "--data-shards",
         type=int,
         help="also split the training points over this many of the devices (default: 1)",
+    )
+    sample.add_argument(
+        "--threads",
+        type=int,
+        help="run the chains in this many groups at once, one host thread each (default: "
+        "one per core)",
     )
     sample.add_argument(
         "--report", action=argparse.BooleanOptionalAction, default=None, help="write a report"
@@ -347,6 +354,7 @@ def _sample_config(args) -> dict[str, Any]:
         "chunk_size": args.chunk_size,
         "devices": args.devices,
         "data_shards": args.data_shards,
+        "threads": args.threads,
         "report": args.report,
     }
     config.update({k: v for k, v in flags.items() if v is not None})
@@ -421,6 +429,7 @@ def _sample(args) -> int:
         chunk_size=config["chunk_size"],
         devices=config["devices"],
         data_shards=config["data_shards"],
+        threads=config["threads"],
         **config["options"],
     )
     nngp = nngp_moments(net, data, x_test)
