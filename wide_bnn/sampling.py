@@ -2,7 +2,9 @@
 
 The loop
 --------
-All chains advance together (``vmap``) on one device. A run is a sequence of
+All chains advance together (``vmap``) on one device; on a CPU they are split into
+``threads`` equal groups whose compiled chunks run at the same time on host threads (one
+per core), each chain keeping its own keys. A run is a sequence of
 *iterations* of ``thinning`` kernel steps each: first ``ceil(num_warmup / thinning)``
 warm-up iterations (tuning on, steps beyond ``num_warmup`` skipped), then one iteration
 per saved draw. Iterations are executed in *chunks*: one call of a jitted ``lax.scan``
