@@ -118,15 +118,6 @@ def per_unit(ess: Mapping[str, float], amount: float) -> dict[str, float]:
     return {key: value / amount for key, value in ess.items()}
 
 
-def default_threads(chains: int) -> int:
-    """The largest divisor of ``chains`` not above the cores available (``sample``'s rule)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(g for g in range(1, min(cores, chains) + 1) if chains % g == 0)
-
-
 # -- time budget of wide_bnn.sample -----------------------------------------------------------
 
 

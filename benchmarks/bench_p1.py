@@ -119,7 +119,6 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from _common import (
-    default_threads,
     ess_summary,
     fmt,
     jsonable,
@@ -135,7 +134,7 @@ from wide_bnn import datasets
 from wide_bnn.nets import mlp
 from wide_bnn.reprior import Repriorisation
 from wide_bnn.samplers import LANGEVIN_REFERENCE, build_kernel
-from wide_bnn.sampling import sample
+from wide_bnn.sampling import default_threads, sample
 from wide_bnn.targets import project, projection
 
 SCHEMA = "wide_bnn-bench-p1/1"

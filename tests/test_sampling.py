@@ -529,7 +529,15 @@ def test_checkpoint_of_another_run_or_corrupt_raises(engine, tmp_path):
 
 # -- chain groups in threads ----------------------------------------------------------------------
 
-THREADED = dict(num_chains=4, num_warmup=40, num_samples=30, chunk_size=10, seed=2, progress=False)
+THREADED = dict(
+    sampler="block_pcn",
+    num_chains=4,
+    num_warmup=40,
+    num_samples=30,
+    chunk_size=10,
+    seed=2,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -538,33 +546,16 @@ def threaded(tmp_path_factory):
     net, data, x_test = tiny_bnn()
     runs = {}
     for threads in (1, 2):
-        runs[threads] = sample(
-            net, data, x_test=x_test, sampler="block_pcn", threads=threads, **THREADED
-        )
+        runs[threads] = sample(net, data, x_test=x_test, threads=threads, **THREADED)
     directory = str(tmp_path_factory.mktemp("threaded"))
+    resumable = dict(x_test=x_test, threads=2, checkpoint_dir=directory, **THREADED)
     patcher = pytest.MonkeyPatch()
     # Two groups per chunk: warm-up chunks 1-4 are calls 1-8, the first sampling chunk
     # calls 9-10; call 12 is the second group of the second sampling chunk.
     patcher.setattr(sampling, "_run_chunk", Interrupt(at=12))
-    runs["interrupted"] = sample(
-        net,
-        data,
-        x_test=x_test,
-        sampler="block_pcn",
-        threads=2,
-        checkpoint_dir=directory,
-        **THREADED,
-    )
+    runs["interrupted"] = sample(net, data, **resumable)
     patcher.undo()
-    runs["resumed"] = sample(
-        net,
-        data,
-        x_test=x_test,
-        sampler="block_pcn",
-        threads=2,
-        checkpoint_dir=directory,
-        **THREADED,
-    )
+    runs["resumed"] = sample(net, data, **resumable)
     return runs
 
 
@@ -592,6 +583,7 @@ def test_default_threads_use_the_cores(monkeypatch):
     for cores, chains, expected in [(2, 4, 2), (2, 3, 1), (8, 4, 4), (3, 4, 2), (1, 4, 1)]:
         monkeypatch.setattr(sampling, "_available_cores", lambda cores=cores: cores)
         assert sampling._check_threads(None, chains, None) == expected
+        assert sampling.default_threads(chains) == expected
     assert sampling._check_threads(None, 4, ("a device",)) == 1  # chains split over devices
     assert sampling._check_threads(4, 4, None) == 4
 

@@ -26,7 +26,6 @@ kernel steps plus one recording.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -57,7 +56,7 @@ from wide_bnn.samplers import (
 )
 from wide_bnn.targets import PARAMETERISATIONS, Target, build_target
 
-__all__ = ["sample"]
+__all__ = ["default_threads", "sample"]
 
 #: float32 runs with a noise scale below this warn (log-acceptance errors grow as 1/sigma^2).
 FLOAT32_MIN_NOISE_STD = 0.05
@@ -417,13 +416,22 @@ def _setup(
     return setup
 
 
+def default_threads(num_chains: int) -> int:
+    """The chain groups ``sample(threads=None)`` runs at once on one CPU device.
+
+    The largest divisor of ``num_chains`` not above the number of cores this process may
+    use, so that every group has the same number of chains.
+    """
+    cores = _available_cores()
+    return max(g for g in range(1, min(cores, num_chains) + 1) if num_chains % g == 0)
+
+
 def _check_threads(threads: Any, num_chains: int, devices) -> int:
     """Resolve ``threads``: chain groups run at the same time on the default device."""
     if threads is None:
         if devices is not None or jax.default_backend() != "cpu":
             return 1
-        cores = _available_cores()
-        return max(g for g in range(1, min(cores, num_chains) + 1) if num_chains % g == 0)
+        return default_threads(num_chains)
     threads = _check_int("threads", threads, 1)
     if devices is not None and threads > 1:
         raise ValueError(
@@ -806,7 +814,7 @@ class _Run:
         chain_keys = place.chains(self.chain_keys)
         schedule, consts = place.replicated((self.schedule, consts))
         data_arrays = place.data((s["data"].x, s["data"].y))
-        groups = _chain_groups(chain_keys, s["threads"])
+        groups = _chain_slices(chain_keys, s["threads"])
         lowered = place.jit(self._chunk).lower(
             place.chain_shapes(state_shapes),
             place.chain_shapes(tune_shapes),
@@ -1072,18 +1080,8 @@ def _leading(tree, size):
     )
 
 
-def _chain_groups(chain_keys, num_groups):
-    """The chains' keys, split into ``num_groups`` equal consecutive groups."""
-    size = chain_keys.shape[0] // num_groups
-    return [chain_keys[g * size : (g + 1) * size] for g in range(num_groups)]
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _split_chains(tree, num_groups):
-    """``num_groups`` trees holding consecutive equal slices of every leaf's chain axis.
-
-    Jitted (as :func:`_join_chains`): one dispatch per chunk instead of one per leaf.
-    """
+def _chain_slices(tree, num_groups):
+    """``num_groups`` trees holding consecutive equal slices of every leaf's chain axis."""
     size = jax.tree_util.tree_leaves(tree)[0].shape[0] // num_groups
     return [
         jax.tree_util.tree_map(lambda leaf, g=g: leaf[g * size : (g + 1) * size], tree)
@@ -1091,9 +1089,13 @@ def _split_chains(tree, num_groups):
     ]
 
 
+#: :func:`_chain_slices` in one dispatch per chunk instead of one per leaf.
+_split_chains = jax.jit(_chain_slices, static_argnums=1)
+
+
 @jax.jit
 def _join_chains(parts):
-    """Inverse of :func:`_split_chains` for chunk outputs ``(states, tunes, per_draw)``.
+    """Inverse of :func:`_chain_slices` for chunk outputs ``(states, tunes, per_draw)``.
 
     States and tuning have the chain axis first; per-draw outputs are ``(chunk, chain, ...)``.
     """

@@ -39,10 +39,9 @@ from jax.flatten_util import ravel_pytree
 from wide_bnn import gaussian
 from wide_bnn.data import RegressionData
 from wide_bnn.nets import Network
+from wide_bnn.posterior import gaussian_log_likelihood
 
 __all__ = ["UnitModel", "supports", "unit_model"]
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class UnitModel(NamedTuple):
@@ -186,10 +185,7 @@ def unit_model(
 
         def loglik(total, rest):
             outputs = total + readout_bias * rest[None, :] if net.has_readout_bias else total
-            residual = data.y - outputs
-            value = -0.5 * (jnp.sum(jnp.square(residual)) / noise_var)
-            value = value - 0.5 * n * k * (jnp.log(noise_var) + _LOG_2PI)
-            return jnp.where(jnp.isfinite(value), value, -jnp.inf), ()
+            return gaussian_log_likelihood(outputs, data.y, data.noise_std), ()
 
         def cache(features, aux, rest):
             del features, aux, rest
