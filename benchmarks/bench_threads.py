@@ -4,7 +4,8 @@
 same time on ``t`` host threads (one device). This script measures, in one process, the
 sampling wall time per saved draw of the same run with ``threads=1`` and with more
 threads, alternating the settings ``--repeats`` times so that both see the same machine
-state; it prints medians and their ratio.
+state; it prints medians, their ratio and the mean log-density evaluations per draw and
+chain (groupings round differently, so NUTS may build other trees).
 
 Usage::
 
@@ -25,6 +26,7 @@ import argparse
 import statistics
 
 import jax
+import numpy as np
 
 import wide_bnn as wb
 from wide_bnn import datasets
@@ -44,12 +46,13 @@ def main() -> None:
     ds = datasets.teacher()
     data, x_test = ds.train_data(), ds.test_inputs()
     print(f"P1, {args.chains} chains, {args.samples} draws, cores {os.cpu_count()}")
-    header = " ".join(f"{f'threads {t}':>16}" for t in args.threads)
+    header = " ".join(f"{f'threads {t}':>28}" for t in args.threads)
     print(f"{'sampler':<10} {'width':>6} {header}")
     for sampler in args.samplers:
         for width in args.widths:
             net = wb.mlp((width,), activation="gelu")
             times: dict[int, list[float]] = {t: [] for t in args.threads}
+            evals: dict[int, list[float]] = {t: [] for t in args.threads}
             for _ in range(args.repeats):
                 for threads in args.threads:
                     result = wb.sample(
@@ -64,10 +67,15 @@ def main() -> None:
                         progress=False,
                     )
                     times[threads].append(result.timings["sampling"] / args.samples)
+                    # Different groupings round differently, and NUTS's trees then differ:
+                    # the mean evaluations per draw tell a cheaper draw from a shorter tree.
+                    evals[threads].append(float(np.mean(result.stats["num_grad_evals"])))
             medians = {t: statistics.median(v) for t, v in times.items()}
             first = medians[args.threads[0]]
             cells = " ".join(
-                f"{medians[t] * 1e3:7.2f} ms x{first / medians[t]:.2f}" for t in args.threads
+                f"{medians[t] * 1e3:7.2f} ms x{first / medians[t]:.2f} "
+                f"({statistics.median(evals[t]):.0f} evals)"
+                for t in args.threads
             )
             print(f"{sampler:<10} {width:>6} {cells}", flush=True)
 

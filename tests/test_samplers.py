@@ -168,7 +168,7 @@ def test_nan_proposals_are_flagged_as_divergences():
 def tune(kernel, acceptance_rates, stages=None, position=None):
     """Drive a kernel's tuning with given acceptance rates (no chain); final params."""
     position = jnp.zeros((3,)) if position is None else position
-    stages = np.zeros((len(acceptance_rates), 2), np.int32) if stages is None else stages
+    stages = np.zeros((len(acceptance_rates), 3), np.int32) if stages is None else stages
 
     @jax.jit
     def run(rates, stages):
@@ -263,7 +263,7 @@ def test_fixed_options_are_used_exactly():
         jnp.float64,
         dict(LANGEVIN_REFERENCE),
     )
-    stages = np.tile([[1, 0]], (50, 1))  # slow windows: the mass matrix would adapt
+    stages = np.tile([[1, 0, 0]], (50, 1))  # slow windows: the mass matrix would adapt
     stages[-1, 1] = 1
     final, _ = tune(kernel, np.full(50, 0.3), stages, jnp.asarray([5.0, -3.0, 1.0]))
     assert float(final["step_size"]) == 0.1 and float(final["alpha"]) == 0.01
@@ -272,7 +272,7 @@ def test_fixed_options_are_used_exactly():
 
 def test_mass_matrix_adapts_in_slow_windows():
     kernel = build_kernel("hmc", nan_gaussian_logdensity, nan_gaussian_loglik, 3, jnp.float64)
-    stages = np.tile([[1, 0]], (50, 1))
+    stages = np.tile([[1, 0, 0]], (50, 1))
     stages[-1, 1] = 1
     final, _ = tune(kernel, np.full(50, 0.8), stages, jnp.asarray([5.0, -3.0, 1.0]))
     # a constant position has zero variance: Stan's regularisation leaves 1e-3 * 5/55
@@ -282,10 +282,68 @@ def test_mass_matrix_adapts_in_slow_windows():
 def test_window_schedule_adapts_the_mass_matrix_only_with_enough_warmup():
     kernel = build_kernel("nuts", nan_gaussian_logdensity, nan_gaussian_loglik, 3, jnp.float64)
     long = kernel.schedule(500)
-    assert long.shape == (500, 2) and long.dtype == np.int32
+    assert long.shape == (500, 3) and long.dtype == np.int32
     assert long[:, 0].any() and long[:, 1].sum() >= 3  # slow windows with ends
     assert not kernel.schedule(10)[:, 0].any()
-    assert kernel.schedule(0).shape == (0, 2)
+    assert kernel.schedule(0).shape == (0, 3)
+    # the step size is searched once, after the first step
+    for num_warmup in (1, 10, 500):
+        np.testing.assert_array_equal(kernel.schedule(num_warmup)[:, 2], np.eye(num_warmup)[0])
+
+
+# -- the step-size search ---------------------------------------------------------------------
+
+SEARCH_SCALES = jnp.asarray(np.geomspace(0.05, 2.0, 500))
+
+
+def scaled_gaussian_logdensity(x):
+    return -0.5 * jnp.sum(jnp.square(x / SEARCH_SCALES))
+
+
+def test_step_size_search_returns_the_step_where_one_leapfrog_acceptance_crosses_one_half():
+    x = jax.random.normal(jax.random.key(4), (500,), jnp.float64) * SEARCH_SCALES
+    imm = jnp.square(SEARCH_SCALES)  # the exact mass matrix: the whitened target is N(0, I)
+
+    @jax.jit
+    def search(step):
+        return samplers._search_step_size(scaled_gaussian_logdensity, x, step, imm)
+
+    found = float(search(1e-6))  # doubling up
+    # Started just below the crossing it doubles once, just above it halves once.
+    assert float(search(found / 2)) == found
+    assert float(search(found)) == found / 2
+    # From far above it halves down to the same crossing: the last step below it, where
+    # doubling up gave the first step above it (other factor-2 grids).
+    assert found / 4 < float(search(1e3)) < found
+    # In whitened units a 500-d standard normal: one leapfrog step accepted half of the
+    # time needs a step of order 1 (error of the energy ~ step^3 sqrt(d) / 8 ~ 1).
+    assert 0.2 < found < 3.0
+    # The search works in the metric: an identity mass matrix on the unwhitened target
+    # is held back by the narrowest scale (0.05) and finds a step 10-40 times smaller.
+    plain = float(samplers._search_step_size(scaled_gaussian_logdensity, x, 1e-6, jnp.ones(500)))
+    assert found / 40 < plain < found / 10
+
+
+def test_warmup_restarts_dual_averaging_from_the_searched_step():
+    kernel = build_kernel(
+        "nuts", scaled_gaussian_logdensity, scaled_gaussian_logdensity, 500, jnp.float64
+    )
+    position = jax.random.normal(jax.random.key(4), (500,), jnp.float64) * SEARCH_SCALES
+    searched = float(
+        samplers._search_step_size(scaled_gaussian_logdensity, position, 1.0, jnp.ones(500))
+    )
+    for flag, rates in ((1, [0.0]), (1, [1.0]), (0, [0.0])):
+        stages = np.asarray([[0, 0, flag]], np.int32)
+        _, current = tune(kernel, np.asarray(rates), stages, position)
+        step = float(current["step_size"])
+        if flag:
+            # The crossing found from the dual-averaging step, whatever the acceptance
+            # that moved it: on the factor-2 grid around the one found from 1.0.
+            assert searched / 2 <= step <= 2 * searched
+        else:
+            # Without the search, one rejection at step 1 moves the step by dual
+            # averaging alone, nowhere near it.
+            assert not searched / 4 <= step <= 4 * searched
 
 
 # -- the pCNL Metropolis-Hastings ratio ---------------------------------------------------------

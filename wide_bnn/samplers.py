@@ -54,6 +54,9 @@ Tuning rules (all per chain, during warm-up only; the kernel is fixed afterwards
 
 * Step size (and pCN scale ``s``): Nesterov dual averaging (Hoffman & Gelman 2014)
   towards ``target_acceptance_rate``; the final value is the dual-averaging average.
+  For the gradient kernels, dual averaging restarts after the first step from
+  Hoffman and Gelman's step-size search (the step at which one leapfrog step is
+  accepted with probability about 1/2), as Stan and NumPyro start it.
   ``s = min(1, exp(x))``: the pCN scale is capped at 1 (independent prior proposals).
 * Diagonal inverse mass matrix: Stan's windowed Welford variance estimates
   (``blackjax.adaptation.window_adaptation.build_schedule``), needing
@@ -104,6 +107,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -171,13 +175,14 @@ class Kernel(NamedTuple):
         ``adapt_init() -> adapt_state``.
     adapt_update : callable
         ``adapt_update(adapt_state, stage, position, acceptance_rate) -> adapt_state``
-        with ``stage = (window, is_window_end)`` from :attr:`schedule`.
+        with ``stage = (window, is_window_end, search)`` from :attr:`schedule`.
     adapt_params : callable
         ``adapt_params(adapt_state) -> params`` in force during warm-up.
     adapt_final : callable
         ``adapt_final(adapt_state) -> params`` for sampling.
     schedule : callable
-        ``schedule(num_warmup) -> numpy int array (num_warmup, 2)``.
+        ``schedule(num_warmup) -> numpy int array (num_warmup, 3)``: per warm-up step,
+        the slow-window flag, the window-end flag and the step-size search flag.
     stat_names : tuple of str
         Keys of the ``stats`` dict returned by ``step``.
     cache : callable
@@ -321,12 +326,16 @@ class _TuneState(NamedTuple):
     inverse_mass_matrix: jax.Array
 
 
-def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_params):
+def _tuning(
+    dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_params, step_search=None
+):
     """Stan-style windowed tuning of a step size and a diagonal inverse mass matrix.
 
     ``to_params(step_size, inverse_mass_matrix) -> params`` maps the tuned values
     (cast to ``dtype``) to the kernel's parameters. A step size that is not tuned is
-    used exactly as given.
+    used exactly as given. ``step_search(position, step_size, inverse_mass_matrix) ->
+    step_size``, if given, restarts dual averaging from a searched step size at the
+    stages flagged by :attr:`schedule`'s third column (after the first step).
     """
     da_init, da_update, da_final = dual_averaging_adaptation(target)
     mm_init, mm_update, mm_final = mass_matrix_adaptation(is_diagonal_matrix=True)
@@ -341,7 +350,7 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
         return _TuneState(da_init(initial_step), mm_state, step, mm_state.inverse_mass_matrix)
 
     def update(tune, stage, position, acceptance_rate):
-        window, is_window_end = stage[0], stage[1]
+        window, is_window_end, search = stage[0], stage[1], stage[2]
         da_state, mm_state = tune.da_state, tune.mm_state
         if adapt_step:
             # A NaN acceptance (not expected: rejections report 0) must not poison tuning.
@@ -363,6 +372,20 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
             da_state, mm_state = jax.lax.cond(
                 is_window_end, window_end, lambda args: args, (da_state, mm_state)
             )
+        if adapt_step and step_search is not None:
+            # From the initial step (1 unless given), which is far too large in
+            # thousands of dimensions, dual averaging swings over orders of magnitude
+            # through the initial buffer, and with a short warm-up a chain can end it
+            # badly tuned (P1, width 1024, standard NUTS, 50 warm-up steps: one chain
+            # of four at acceptance 0.08). Like Stan and NumPyro, restart it from a
+            # searched step. ``search`` comes from the schedule, the same for every
+            # chain, so the search runs at that stage only.
+            def searched(da_state):
+                step = jnp.exp(da_state.log_step_size)
+                step = step_search(position, step, mm_state.inverse_mass_matrix)
+                return _like(da_init(step), da_state)
+
+            da_state = jax.lax.cond(search == 1, searched, lambda d: d, da_state)
         step = tune.step_size
         if adapt_step:
             step = jnp.exp(da_state.log_step_size).astype(dtype)
@@ -376,19 +399,22 @@ def _tuning(dim, dtype, *, initial_step, target, adapt_step, adapt_mass, to_para
         return cast(step, tune.inverse_mass_matrix)
 
     def schedule(num_warmup):
+        stages = np.zeros((num_warmup, 3), np.int32)
         if num_warmup == 0:
-            return np.zeros((0, 2), np.int32)
-        if not adapt_mass:
-            return np.zeros((num_warmup, 2), np.int32)
-        # One device-to-host copy (BlackJAX returns a jax array).
-        return np.asarray(build_schedule(num_warmup)).astype(np.int32).reshape(num_warmup, 2)
+            return stages
+        if adapt_mass:
+            # One device-to-host copy (BlackJAX returns a jax array).
+            windows = np.asarray(build_schedule(num_warmup)).astype(np.int32)
+            stages[:, :2] = windows.reshape(num_warmup, 2)
+        stages[0, 2] = 1  # search the step size after the first step
+        return stages
 
     return init, update, current, final, schedule
 
 
 def _no_tuning(params):
     def schedule(num_warmup):
-        return np.zeros((num_warmup, 2), np.int32)
+        return np.zeros((num_warmup, 3), np.int32)
 
     # A dummy array state keeps the tuning state vmappable over chains.
     return (
@@ -477,7 +503,7 @@ def _hmc_stats(info, step_size, n_steps, failures=None):
     }
 
 
-def _hmc_tuning(dim, dtype, options, default_target, to_params=None):
+def _hmc_tuning(logdensity_fn, dim, dtype, options, default_target, to_params=None):
     fixed_step = options["step_size"]
     return _tuning(
         dim,
@@ -487,7 +513,57 @@ def _hmc_tuning(dim, dtype, options, default_target, to_params=None):
         adapt_step=fixed_step is None,
         adapt_mass=options["adapt_mass_matrix"],
         to_params=to_params or (lambda s, m: {"step_size": s, "inverse_mass_matrix": m}),
+        step_search=partial(_search_step_size, logdensity_fn),
     )
+
+
+#: Seed of the fixed momentum of :func:`_search_step_size` (a tuning heuristic: its
+#: momentum need not be fresh, and a fixed one keeps the update free of keys).
+_SEARCH_MOMENTUM_SEED = 20221203
+_SEARCH_MAX_HALVINGS = 60
+
+
+def _search_step_size(logdensity_fn, position, step_size, inverse_mass_matrix):
+    """A step size at which one leapfrog step is accepted with probability about 1/2.
+
+    Hoffman and Gelman's (2014) heuristic, as Stan and NumPyro use it: double the step
+    while the one-step acceptance ratio exceeds 1/2, or halve it while it is below,
+    and return the first step that crosses; at most ``_SEARCH_MAX_HALVINGS`` changes.
+    A non-finite log density counts as acceptance 0.
+    """
+    dtype = position.dtype
+    value, grad = jax.value_and_grad(logdensity_fn)(position)
+    noise = jax.random.normal(jax.random.key(_SEARCH_MOMENTUM_SEED), position.shape, dtype)
+    momentum = noise / jnp.sqrt(inverse_mass_matrix)  # N(0, M), M = inverse_mass_matrix^-1
+    energy = -value + 0.5 * jnp.sum(inverse_mass_matrix * jnp.square(momentum))
+    half_log = jnp.log(jnp.asarray(0.5, dtype))
+
+    def log_ratio(step):
+        half = momentum + 0.5 * step * grad
+        moved = position + step * inverse_mass_matrix * half
+        new_value, new_grad = jax.value_and_grad(logdensity_fn)(moved)
+        new_momentum = half + 0.5 * step * new_grad
+        new_energy = -new_value + 0.5 * jnp.sum(inverse_mass_matrix * jnp.square(new_momentum))
+        out = energy - new_energy
+        return jnp.where(jnp.isnan(out), -jnp.inf, out)
+
+    step_size = jnp.asarray(step_size, dtype)
+    direction = jnp.where(log_ratio(step_size) > half_log, 1.0, -1.0).astype(dtype)
+
+    def keep_going(carry):
+        count, _, crossed = carry
+        return (count < _SEARCH_MAX_HALVINGS) & ~crossed
+
+    def change(carry):
+        count, step, _ = carry
+        step = step * jnp.exp2(direction)
+        crossed = direction * (log_ratio(step) - half_log) <= 0
+        return count + 1, step, crossed
+
+    _, step_size, _ = jax.lax.while_loop(
+        keep_going, change, (jnp.asarray(0), step_size, jnp.asarray(False))
+    )
+    return step_size
 
 
 def _hmc_state_fns():
@@ -524,7 +600,7 @@ def _build_nuts(logdensity_fn, loglik_fn, dim, dtype, options):
         stats["tree_depth"] = jnp.asarray(info.num_trajectory_expansions, jnp.int32)
         return state, stats
 
-    tuning = _hmc_tuning(dim, dtype, options, 0.8)
+    tuning = _hmc_tuning(logdensity_fn, dim, dtype, options, 0.8)
     names = (*_HMC_STATS, "tree_depth")
     return _as_kernel(init, step, *_hmc_state_fns(), tuning, names, dtype)
 
@@ -579,7 +655,7 @@ def _build_static_hmc(num_steps, jitter):
             return state, _hmc_stats(info, step_size, steps)
 
         default_target = 0.8 if num_steps is None else 0.574
-        tuning = _hmc_tuning(dim, dtype, options, default_target)
+        tuning = _hmc_tuning(logdensity_fn, dim, dtype, options, default_target)
         return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS, dtype)
 
     return build
@@ -616,7 +692,7 @@ def _build_langevin(logdensity_fn, loglik_fn, dim, dtype, options):
         stats = _hmc_stats(info, params["step_size"], 1)
         return state, stats
 
-    tuning = _hmc_tuning(dim, dtype, options, 0.9, to_params)
+    tuning = _hmc_tuning(logdensity_fn, dim, dtype, options, 0.9, to_params)
     return _as_kernel(init, step, *_hmc_state_fns(), tuning, _HMC_STATS, dtype)
 
 
