@@ -959,9 +959,9 @@ def _build_elliptical(logdensity_fn, loglik_fn, dim, dtype, options, loglik_cach
 # -- block_pcn: Metropolis-within-Gibbs over blocks of hidden units ------------------------
 
 #: ``block_size=None`` splits the hidden units into this many blocks (fewer if there are
-#: fewer units). On P1 at width 1024 (block acceptance 0.82 with scale 1), 16 blocks of 64
-#: units mixed ``f_test_mean`` 1.5 times better per sweep than 8 blocks of 128 for 10% more
-#: time per sweep; 32 blocks of 32 mixed 10% better than 16 for 35% more time.
+#: fewer units). Measured on P1 with ``benchmarks/bench_blocks.py``: 8 blocks lost a third
+#: of the ESS per second at width 128 (scale below 1); from width 512 (scale 1) they gained
+#: 9-17% on ``f_test`` and lost up to 14% on ``f_test_mean``.
 DEFAULT_NUM_BLOCKS = 16
 
 
